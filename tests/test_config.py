@@ -1,0 +1,86 @@
+"""The [tst] section: parsing, command-line overrides, and bad inputs stopped at parse time."""
+
+import os
+
+import pytest
+from torchtitan.config import ConfigManager
+
+from tst_titan.config import ConfigError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEBUG_TST = os.path.join(ROOT, "train_configs", "debug_tst.toml")
+
+
+def parse(*overrides, config=DEBUG_TST):
+    return ConfigManager().parse_args(["--job.config_file", config, *overrides])
+
+
+def test_debug_config_parses_with_tst_section():
+    cfg = parse()
+    assert cfg.model.name == "tst_llama3"
+    assert (cfg.tst.enable, cfg.tst.bag_size, cfg.tst.superposition_fraction, cfg.tst.loss_weighting) == (
+        True, 4, 0.3, "uniform")
+
+
+def test_command_line_overrides_every_key():
+    cfg = parse("--tst.bag_size", "6", "--tst.superposition_fraction", "0.25",
+                "--tst.loss_weighting", "power", "--tst.no-enable")
+    assert (cfg.tst.enable, cfg.tst.bag_size, cfg.tst.superposition_fraction, cfg.tst.loss_weighting) == (
+        False, 6, 0.25, "power")
+
+
+def test_tst_and_baseline_configs_differ_only_in_tst_keys_and_names():
+    import tomllib
+
+    with open(DEBUG_TST, "rb") as f:
+        tst = tomllib.load(f)
+    with open(os.path.join(ROOT, "train_configs", "debug_baseline.toml"), "rb") as f:
+        base = tomllib.load(f)
+    assert tst.pop("tst")["enable"] is True and base.pop("tst")["enable"] is False
+    for cfg in (tst, base):
+        cfg["job"].pop("dump_folder")
+        cfg["job"].pop("description")
+    assert tst == base
+
+
+@pytest.mark.parametrize(
+    "overrides, key",
+    [
+        (["--tst.bag_size", "0"], "tst.bag_size"),
+        (["--tst.bag_size", "-3"], "tst.bag_size"),
+        (["--tst.superposition_fraction", "1.0"], "tst.superposition_fraction"),
+        (["--tst.superposition_fraction", "-0.1"], "tst.superposition_fraction"),
+        (["--tst.loss_weighting", "cubic"], "tst.loss_weighting"),
+        (["--model.name", "llama3", "--model.flavor", "debugmodel"], "model.name"),
+        (["--parallelism.pipeline_parallel_degree", "2"], "pipeline_parallel_degree"),
+        (["--parallelism.context_parallel_degree", "2"], "context_parallel_degree"),
+        (["--model.flavor", "debugmodel_flex_attn"], "model.flavor"),
+        (["--model.flavor", "no_such_flavor"], "model.flavor"),
+        (["--training.dataloader.num_workers", "2"], "training.dataloader.num_workers"),
+        (["--training.dataset", "c4"], "training.dataset"),
+        (["--training.dataset", "store", "--training.dataset_path", "/nonexistent/store"], "training.dataset_path"),
+    ],
+)
+def test_bad_input_is_refused_naming_the_key(overrides, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse(*overrides)
+
+
+def test_bad_toml_values_are_refused(tmp_path):
+    with open(DEBUG_TST) as f:
+        text = f.read()
+    for bad, key in [("bag_size = 4", "bag_size = 2.5"), ("bag_size = 4", 'bag_size = "4"')]:
+        path = tmp_path / "bad.toml"
+        path.write_text(text.replace(bad, key))
+        with pytest.raises(ConfigError, match=r"tst\.bag_size"):
+            parse(config=str(path))
+
+
+def test_empty_dataset_folder_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"training\.dataset_path"):
+        parse("--training.dataset", "folder", "--training.dataset_path", str(tmp_path))
+
+
+def test_stock_spec_without_tst_still_parses():
+    cfg = parse("--model.name", "llama3", "--model.flavor", "debugmodel", "--tst.no-enable")
+    assert cfg.model.name == "llama3"

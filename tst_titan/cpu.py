@@ -1,0 +1,126 @@
+"""Everything torchtitan 0.2.2 needs to train on a machine without CUDA, in one place.
+
+torchtitan 0.2.2 has no CPU mode (upstream issue #1661): ``tools.utils`` falls back to
+``device_type = "cuda"`` and the trainer dies in ``torch.cuda.set_device``. On such a machine
+:func:`apply` (called once when ``tst_titan`` is imported) makes the stock trainer run on CPU over
+gloo. It does nothing at all when CUDA is available, so GPU runs see unmodified torchtitan.
+
+What is changed, and why:
+
+* ``device_type``/``device_module`` become ``"cpu"`` and a small stand-in for ``torch.cuda``
+  (set_device, memory stats, ...) in every torchtitan module that bound them at import time.
+  With ``device_type == "cpu"`` torchtitan picks gloo by itself.
+* FSDP2 over gloo: torchtitan sets the gradient divide factor to 1.0, which FSDP implements with
+  ``ReduceOp.PREMUL_SUM``, which gloo lacks. :func:`prepare_parallelized_model` forces plain sum
+  reduction on every FSDP module instead (same result: the factor is 1).
+* MoE router: ``torch.histc`` has no CPU kernel for integer tensors; we count in float and cast back.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import types
+
+import torch
+
+_applied = False
+
+
+def cuda_absent() -> bool:
+    return not torch.cuda.is_available()
+
+
+def _peak_rss_bytes() -> int:
+    # ru_maxrss is in KiB on Linux.
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class _CPUDeviceProperties:
+    def __init__(self) -> None:
+        pages = os.sysconf("SC_PHYS_PAGES") if hasattr(os, "sysconf") else 0
+        self.total_memory = pages * os.sysconf("SC_PAGE_SIZE") if pages else 1 << 34
+        self.name = "cpu"
+
+
+def _memory_stats(device=None) -> dict:
+    # The process's peak resident set is the only honest "peak memory" a CPU run has.
+    peak = _peak_rss_bytes()
+    return {
+        "active_bytes.all.peak": peak,
+        "reserved_bytes.all.peak": peak,
+        "num_alloc_retries": 0,
+        "num_ooms": 0,
+    }
+
+
+def _noop(*args, **kwargs):
+    return None
+
+
+#: Stand-in for ``torch.cuda`` as torchtitan uses it (see the module docstring).
+cpu_device_module = types.SimpleNamespace(
+    set_device=_noop,
+    current_device=lambda: 0,
+    device_count=lambda: 1,
+    get_device_name=lambda device=None: "cpu",
+    get_device_properties=lambda device=None: _CPUDeviceProperties(),
+    memory_stats=_memory_stats,
+    reset_peak_memory_stats=_noop,
+    empty_cache=_noop,
+    synchronize=_noop,
+    is_available=lambda: True,
+    memory=types.SimpleNamespace(_record_memory_history=_noop, _dump_snapshot=_noop),
+)
+
+
+def _histc_with_integer_cpu_support(histc):
+    def histc_any(input, bins=100, min=0, max=0, *, out=None):  # noqa: A002 - torch's names
+        if input.device.type == "cpu" and not input.is_floating_point() and out is None:
+            return histc(input.float(), bins=bins, min=min, max=max).to(input.dtype)
+        if out is None:
+            return histc(input, bins=bins, min=min, max=max)
+        return histc(input, bins=bins, min=min, max=max, out=out)
+
+    histc_any.__wrapped__ = histc
+    return histc_any
+
+
+def apply() -> bool:
+    """Make torchtitan run on CPU when CUDA is absent. Idempotent; returns True if it acted."""
+    global _applied
+    if _applied:
+        return True
+    if not cuda_absent():
+        return False
+
+    import torchtitan.components.metrics as metrics
+    import torchtitan.distributed.parallel_dims as parallel_dims
+    import torchtitan.distributed.utils as dist_utils
+    import torchtitan.tools.profiling as profiling
+    import torchtitan.tools.utils as tools_utils
+
+    for module in (tools_utils, metrics, parallel_dims, dist_utils, profiling):
+        if hasattr(module, "device_type"):
+            module.device_type = "cpu"
+        if hasattr(module, "device_module"):
+            module.device_module = cpu_device_module
+    # DeviceMemoryMonitor's default argument was bound to "cuda:0" at import time.
+    metrics.build_device_memory_monitor = lambda: metrics.DeviceMemoryMonitor("cpu")
+
+    if not hasattr(torch.histc, "__wrapped__"):
+        torch.histc = _histc_with_integer_cpu_support(torch.histc)
+
+    _applied = True
+    return True
+
+
+def prepare_parallelized_model(model: torch.nn.Module) -> None:
+    """Post-parallelize fix-ups for CPU (no-op with CUDA): FSDP2 sum reduction over gloo."""
+    if not cuda_absent():
+        return
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.modules():
+        if isinstance(module, FSDPModule):
+            module.set_force_sum_reduction_for_comms(True)

@@ -1,0 +1,319 @@
+"""The phase-carrying dataset: the one place where TST's phase is decided.
+
+A TST run has two phases inside one torchtitan run of ``training.steps`` optimizer steps:
+
+* phase 1 (superposition), steps ``1 .. switch_step`` with ``switch_step = round(r * steps)``:
+  each sample is ``s * (L + 1)`` contiguous tokens; the input is ``[L, s]`` (L bags of s tokens)
+  and the labels are the *next* bag of every position, also ``[L, s]``;
+* phase 2 (recovery): ordinary ``[L]`` inputs with next-token ``[L]`` labels.
+
+The model and the loss only look at the shape of what they get (3-D means bags), so nothing else
+needs the step counter and torchtitan's trainer is untouched. The switch is a *sample count* per
+data-parallel rank (``switch_step * local_batch_size * grad_accum_steps``) kept in the dataset's
+checkpointed state, so a resume lands exactly where the uninterrupted run would be, and a batch
+never mixes phases (the switch is a multiple of the batch size).
+
+Data comes from a token store (``tst_titan.store``): text tokenized once into memory-mapped
+uint32 shards; a sample is a slice of it, so phase 1's s-times-higher token rate costs no
+tokenization. Ranks read interleaved windows of one global cursor: at each sample every rank takes
+the window at ``cursor + rank * window`` and the cursor advances by ``world * window``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.distributed.checkpoint.stateful import Stateful
+from torch.utils.data import IterableDataset
+from torchtitan.components.dataloader import ParallelAwareDataloader
+from torchtitan.tools.logging import logger
+
+#: ``training.dataset`` values the TST specs understand.
+DATASETS = {
+    "embedded": "the Python standard library's sources, tokenized on first use into "
+    "training.dataset_path (default ./data/embedded_v<vocab>)",
+    "folder": "a local folder of .txt/.md/.rst/.py/.jsonl files at training.dataset_path, "
+    "tokenized on first use into <dataset_path>/.tst_store",
+    "store": "a token store prepared by `python -m tst_titan.prepare` at training.dataset_path",
+}
+
+
+@dataclass(frozen=True)
+class PhaseSchedule:
+    """When phase 1 ends, in steps and in samples per data-parallel rank."""
+
+    enabled: bool
+    bag_size: int
+    switch_step: int  # steps 1..switch_step are phase 1; 0 when TST is off
+    seq_len: int
+    samples_per_step: int  # per data-parallel rank: local_batch_size * gradient accumulation
+    dp_world_size: int
+
+    @classmethod
+    def from_job_config(cls, job_config, dp_world_size: int) -> "PhaseSchedule":
+        tst = getattr(job_config, "tst", None)
+        enabled = bool(tst is not None and tst.enable)
+        training = job_config.training
+        global_batch = training.global_batch_size
+        if global_batch < 0:
+            global_batch = training.local_batch_size * dp_world_size
+        grad_accum = global_batch // (training.local_batch_size * dp_world_size)
+        return cls(
+            enabled=enabled,
+            bag_size=tst.bag_size if enabled else 1,
+            switch_step=round(tst.superposition_fraction * training.steps) if enabled else 0,
+            seq_len=training.seq_len,
+            samples_per_step=training.local_batch_size * max(grad_accum, 1),
+            dp_world_size=dp_world_size,
+        )
+
+    @property
+    def switch_sample(self) -> int:
+        """Index (per rank) of the first phase-2 sample."""
+        return self.switch_step * self.samples_per_step
+
+    def phase_of_step(self, step: int) -> int:
+        """Phase of optimizer step ``step`` (1-based, as torchtitan counts)."""
+        return 1 if step <= self.switch_step else 2
+
+    def phase_of_sample(self, sample_index: int) -> int:
+        return 1 if sample_index < self.switch_sample else 2
+
+    def bag_size_of_phase(self, phase: int) -> int:
+        return self.bag_size if phase == 1 else 1
+
+    def window(self, phase: int) -> int:
+        """Tokens one sample consumes: L positions plus one more bag (or token) for the labels."""
+        return self.bag_size_of_phase(phase) * (self.seq_len + 1)
+
+    def global_positions_per_step(self) -> int:
+        return self.samples_per_step * self.dp_world_size * self.seq_len
+
+    def raw_tokens_seen(self, step: int) -> int:
+        """Input tokens read by all ranks after ``step`` steps (phase 1 reads s per position)."""
+        bag_steps = min(step, self.switch_step)
+        return self.global_positions_per_step() * (self.bag_size * bag_steps + step - bag_steps)
+
+
+class TokenWindowDataset(IterableDataset, Stateful):
+    """Samples from a token store, bagged during phase 1; infinite (epochs) or one pass."""
+
+    def __init__(
+        self,
+        store,
+        schedule: PhaseSchedule,
+        dp_rank: int,
+        *,
+        infinite: bool = True,
+        max_samples: int | None = None,
+        name: str = "train",
+    ) -> None:
+        self.store = store
+        self.schedule = schedule
+        self.dp_rank = dp_rank
+        self.infinite = infinite
+        self.max_samples = max_samples
+        self.name = name
+        n_tokens = len(store)
+        first_window = schedule.window(schedule.phase_of_sample(0))
+        needed = first_window * schedule.dp_world_size
+        if n_tokens < needed:
+            raise ValueError(
+                f"the {name} split of {store.path} has {n_tokens} tokens, fewer than one "
+                f"sample needs on {schedule.dp_world_size} rank(s): {needed} "
+                f"(= bag {schedule.bag_size_of_phase(1 if schedule.switch_sample else 2)} x "
+                f"(training.seq_len {schedule.seq_len} + 1) per rank); use more text or a shorter "
+                "training.seq_len / tst.bag_size"
+            )
+        self.sample_index = 0
+        self.cursor = 0
+        self.epoch = 0
+
+    # -- the phase ---------------------------------------------------------------------------
+    def _next_window(self) -> tuple[np.ndarray, int] | None:
+        sched = self.schedule
+        phase = sched.phase_of_sample(self.sample_index)
+        window = sched.window(phase)
+        stride = window * sched.dp_world_size
+        if self.cursor + stride > len(self.store):
+            if not self.infinite:
+                return None
+            self.epoch += 1
+            self.cursor = 0
+            logger.warning(
+                f"[tst] {self.name} data exhausted after {self.sample_index} samples; "
+                f"starting epoch {self.epoch} (text is now repeated)"
+            )
+        start = self.cursor + self.dp_rank * window
+        tokens = self.store.slice(start, start + window)
+        self.cursor += stride
+        if self.sample_index == sched.switch_sample and sched.switch_step > 0 and self.dp_rank == 0:
+            logger.info(
+                f"[tst] switching to next-token training at step {sched.switch_step + 1} "
+                f"(sample {self.sample_index} of rank {self.dp_rank}, epoch {self.epoch})"
+            )
+        self.sample_index += 1
+        return tokens, phase
+
+    def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        while self.max_samples is None or self.sample_index < self.max_samples:
+            item = self._next_window()
+            if item is None:
+                return
+            tokens, phase = item
+            x = torch.from_numpy(tokens.astype(np.int64))
+            s = self.schedule.bag_size_of_phase(phase)
+            if phase == 1:
+                # [s*(L+1)] -> input: bags 0..L-1, labels: bags 1..L (each position's next bag).
+                bags = x.view(self.schedule.seq_len + 1, s)
+                yield {"input": bags[:-1]}, bags[1:]
+            else:
+                yield {"input": x[:-1]}, x[1:]
+
+    # -- checkpointed state ------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        sched = self.schedule
+        return {
+            "sample_index": self.sample_index,
+            "cursor": self.cursor,
+            "epoch": self.epoch,
+            "switch_sample": sched.switch_sample,
+            "bag_size": sched.bag_size,
+            "store_tokens": len(self.store),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        sched = self.schedule
+        saved = (state.get("bag_size"), state.get("switch_sample"))
+        if saved != (sched.bag_size, sched.switch_sample):
+            raise ValueError(
+                f"[tst] the checkpoint was trained with bag size {saved[0]} switching at sample "
+                f"{saved[1]}, this run has tst.bag_size {sched.bag_size} switching at sample "
+                f"{sched.switch_sample} (tst.superposition_fraction x training.steps x batch); "
+                "resume with the settings the checkpoint was trained with"
+            )
+        if state.get("store_tokens") != len(self.store):
+            raise ValueError(
+                f"[tst] the checkpoint read a token store of {state.get('store_tokens')} tokens, "
+                f"training.dataset_path now has {len(self.store)}: resume on the same data"
+            )
+        self.sample_index = state["sample_index"]
+        self.cursor = state["cursor"]
+        self.epoch = state["epoch"]
+
+
+# -- building -------------------------------------------------------------------------------
+def _flavor_vocab_size(job_config) -> int:
+    from tst_titan.specs import get_tst_train_spec
+
+    return get_tst_train_spec(job_config.model.name).model_args[job_config.model.flavor].vocab_size
+
+
+def store_dir_of(job_config) -> str:
+    """Where the token store of this config lives (see ``DATASETS``)."""
+    dataset, path = job_config.training.dataset, job_config.training.dataset_path
+    if dataset == "embedded":
+        return path or os.path.join("data", f"embedded_v{_flavor_vocab_size(job_config)}")
+    if dataset == "folder":
+        return os.path.join(path, ".tst_store")
+    return path
+
+
+def validate_data_config(job_config) -> None:
+    """Data checks that can run at config-parse time (no building)."""
+    from tst_titan.config import ConfigError
+
+    dataset, path = job_config.training.dataset, job_config.training.dataset_path
+    if dataset not in DATASETS:
+        allowed = "; ".join(f"{k!r}: {v}" for k, v in DATASETS.items())
+        raise ConfigError(f"training.dataset = {dataset!r} is not known to TST specs; allowed: {allowed}")
+    if dataset in ("folder", "store"):
+        if not path:
+            raise ConfigError(f"training.dataset = {dataset!r} needs training.dataset_path")
+        if not os.path.isdir(path) or not os.listdir(path):
+            raise ConfigError(f"training.dataset_path = {path!r} is missing or empty")
+    if dataset == "store":
+        from tst_titan.store import read_manifest
+
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise ConfigError(
+                f"training.dataset_path = {path!r} is not a token store (no manifest.json); build "
+                "one with `python -m tst_titan.prepare --out DIR ...` or use training.dataset = 'folder'"
+            )
+        vocab = _flavor_vocab_size(job_config)
+        if manifest["vocab_size"] > vocab:
+            raise ConfigError(
+                f"the tokenizer of training.dataset_path = {path!r} has {manifest['vocab_size']} "
+                f"tokens, more than model.flavor = {job_config.model.flavor!r} embeds ({vocab})"
+            )
+
+
+def ensure_store(job_config) -> str:
+    """Build the store on first use (embedded corpus, local folder); return its directory."""
+    from tst_titan import store
+
+    dataset, path = job_config.training.dataset, job_config.training.dataset_path
+    out = store_dir_of(job_config)
+    vocab = _flavor_vocab_size(job_config)
+    if dataset == "embedded":
+        store.ensure_embedded_store(out, vocab_size=vocab)
+    elif dataset == "folder":
+        store.ensure_folder_store(out, path, vocab_size=vocab)
+    return out
+
+
+def build_tst_tokenizer(job_config):
+    """The tokenizer is the token store's own, so data and tokenizer cannot disagree."""
+    from torchtitan.components.tokenizer import HuggingFaceTokenizer
+
+    return HuggingFaceTokenizer(ensure_store(job_config))
+
+
+def build_tst_dataloader(dp_world_size: int, dp_rank: int, tokenizer, job_config, **kwargs):
+    from tst_titan.store import TokenStore
+
+    schedule = PhaseSchedule.from_job_config(job_config, dp_world_size)
+    dataset = TokenWindowDataset(
+        TokenStore(ensure_store(job_config), "train"), schedule, dp_rank, infinite=True
+    )
+    return ParallelAwareDataloader(
+        dataset,
+        dp_rank=dp_rank,
+        dp_world_size=dp_world_size,
+        batch_size=job_config.training.local_batch_size,
+    )
+
+
+def build_validation_dataset(job_config, dp_world_size: int, dp_rank: int) -> TokenWindowDataset:
+    """Plain next-token samples from the held-out split, from its start (so every evaluation
+    reads the same tokens). ``validation.steps = -1`` reads the whole split once."""
+    from tst_titan.store import TokenStore
+
+    val = job_config.validation
+    path = val.dataset_path or store_dir_of(job_config)
+    schedule = PhaseSchedule(
+        enabled=False,
+        bag_size=1,
+        switch_step=0,
+        seq_len=val.seq_len,
+        samples_per_step=val.local_batch_size,
+        dp_world_size=dp_world_size,
+    )
+    max_samples = None if val.steps == -1 else val.steps * val.local_batch_size
+    dataset = TokenWindowDataset(
+        TokenStore(path, "val"), schedule, dp_rank, infinite=False, max_samples=max_samples, name="val"
+    )
+    if max_samples is not None:
+        available = len(dataset.store) // (schedule.window(2) * dp_world_size)
+        if available < max_samples:
+            raise ValueError(
+                f"validation.steps = {val.steps} x validation.local_batch_size = "
+                f"{val.local_batch_size} needs {max_samples} samples per rank, the val split of "
+                f"{path} has {available}; lower validation.steps or use -1 (whole split)"
+            )
+    return dataset

@@ -1,0 +1,112 @@
+"""Metrics that stay honest across the phase switch, and ``metrics.jsonl``.
+
+torchtitan counts ``labels.numel()`` as tokens, so in phase 1 (labels ``[B, L, s]``) its
+throughput and MFU read s times high although the model processes the same L positions per sample.
+Here rates count *positions* (what the FLOPs are spent on), and each logged step also records the
+raw text tokens read, the positions and the FLOPs so far.
+
+``<dump_folder>/metrics.jsonl`` gets one JSON object per logged step (rank 0):
+``step, phase, loss, val_loss (when computed), lr, grad_norm, raw_tokens_seen, positions_seen,
+flops_seen, wall_time_s`` — ``wall_time_s`` counts from the start of this process's training.
+TensorBoard gets the same numbers under ``tst/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import torch
+from torchtitan.components.metrics import MetricsProcessor
+
+from tst_titan.data import PhaseSchedule
+
+
+def _is_writer_rank() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+class TSTMetricsProcessor(MetricsProcessor):
+    def __init__(self, job_config, parallel_dims, tag: str | None = None):
+        super().__init__(job_config, parallel_dims, tag)
+        dp_degree = parallel_dims.dp_replicate * parallel_dims.dp_shard
+        self.schedule = PhaseSchedule.from_job_config(job_config, dp_degree)
+        self.local_batch_size = job_config.training.local_batch_size
+        self.jsonl_path = os.path.join(job_config.job.dump_folder, "metrics.jsonl")
+        self._pending: dict[str, Any] | None = None
+        self._start = time.perf_counter()
+        if _is_writer_rank():
+            os.makedirs(job_config.job.dump_folder, exist_ok=True)
+
+    # -- what a step did --------------------------------------------------------------------
+    def step_record(self, step: int) -> dict[str, Any]:
+        positions = step * self.schedule.global_positions_per_step()
+        return {
+            "step": step,
+            "phase": self.schedule.phase_of_step(step),
+            "raw_tokens_seen": self.schedule.raw_tokens_seen(step),
+            "positions_seen": positions,
+            "flops_seen": float(self.num_flops_per_token) * positions,
+            "wall_time_s": round(time.perf_counter() - self._start, 4),
+        }
+
+    def _validation_due(self, step: int) -> bool:
+        val = self.job_config.validation
+        return bool(val.enable) and (step == 1 or step % val.freq == 0)
+
+    def _write(self, row: dict[str, Any]) -> None:
+        if _is_writer_rank():
+            with open(self.jsonl_path, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    # -- torchtitan hooks -------------------------------------------------------------------
+    def log(self, step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=None):
+        # One data_loading_times entry per microbatch since the last log (validation adds none):
+        # count this rank's positions from that, not from labels.numel() (s times high in phase 1).
+        microbatches = len(self.data_loading_times)
+        self.ntokens_since_last_log = microbatches * self.local_batch_size * self.schedule.seq_len
+        record = self.step_record(step)
+        extra = dict(extra_metrics or {})
+        extra.update({f"tst/{k}": v for k, v in record.items() if k != "step"})
+        super().log(step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=extra)
+
+        row = dict(record, loss=float(global_avg_loss), lr=float(extra.get("lr", float("nan"))),
+                   grad_norm=float(grad_norm))
+        self._flush()
+        if self._validation_due(step):
+            self._pending = row  # completed by log_validation of the same step
+        else:
+            self._write(row)
+
+    def log_validation(self, loss, step, extra_metrics=None):
+        super().log_validation(loss, step, extra_metrics)
+        if self._pending is not None and self._pending["step"] == step:
+            row, self._pending = self._pending, None
+        else:
+            self._flush()
+            row = self.step_record(step)
+        row["val_loss"] = float(loss)
+        self._write(row)
+
+    def _flush(self) -> None:
+        if self._pending is not None:
+            self._write(self._pending)
+            self._pending = None
+
+    def close(self):
+        self._flush()
+        super().close()
+
+
+def build_tst_metrics_processor(job_config, parallel_dims, model_args=None, tag=None):
+    return TSTMetricsProcessor(job_config, parallel_dims, tag)
+
+
+def read_metrics(path: str) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.jsonl`` (a file or a run's dump folder)."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "metrics.jsonl")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,101 @@
+"""TST train specs: torchtitan's own decoder specs with TST's data, embedding, loss and metrics.
+
+``tst_<family>`` (``tst_llama3``, ``tst_qwen3``, ``tst_deepseek_v3``, ``tst_llama4``,
+``tst_gpt_oss``) is the stock ``<family>`` spec with five pieces swapped, the same for every
+family:
+
+* tokenizer + dataloader: the token store and the phase-carrying dataset (``tst_titan.data``);
+* ``parallelize_fn``: the family's own, then the bag-mean hook on ``tok_embeddings``
+  (``tst_titan.embedding``) and the CPU fix-ups (``tst_titan.cpu``, no-op with CUDA);
+* loss: ``bag_cross_entropy`` (3-D labels: next bag; 2-D: torchtitan's cross-entropy);
+* validator: next-token loss on the same held-out tokens at every evaluation;
+* metrics: positions-based throughput/MFU and ``metrics.jsonl``.
+
+The model class is untouched, so a TST checkpoint loads into the stock spec. With
+``[tst] enable = false`` the same spec is the exact baseline: same data, same model, plain
+next-token samples throughout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+
+from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
+
+from tst_titan import cpu
+from tst_titan.data import build_tst_dataloader, build_tst_tokenizer
+from tst_titan.embedding import install_bag_embedding
+from tst_titan.loss import build_bag_loss
+from tst_titan.metrics import build_tst_metrics_processor
+from tst_titan.validation import build_tst_validator
+
+#: Decoder families of torchtitan 0.2.2 that get a TST spec.
+FAMILIES = ("llama3", "qwen3", "deepseek_v3", "llama4", "gpt_oss")
+TST_SPEC_NAMES = frozenset(f"tst_{family}" for family in FAMILIES)
+
+
+def _llama3_flavors() -> dict:
+    from torchtitan.models.llama3 import TransformerModelArgs
+
+    return {
+        # CPU-sized models for laptops, tests and the benchmark (vocab of the embedded tokenizer).
+        # ~0.4 M parameters: trains at tens of thousands of tokens/s on 2 cores.
+        "tiny": TransformerModelArgs(
+            dim=64, n_layers=2, n_heads=4, vocab_size=2048, multiple_of=64, rope_theta=10000
+        ),
+        # ~1.6 M parameters: the debug config's model.
+        "debug": TransformerModelArgs(
+            dim=128, n_layers=4, n_heads=4, vocab_size=2048, multiple_of=128, rope_theta=10000
+        ),
+    }
+
+
+_EXTRA_FLAVORS = {"llama3": _llama3_flavors}
+
+
+def _tst_parallelize(base_parallelize):
+    def parallelize_tst(model, parallel_dims, job_config):
+        model = base_parallelize(model, parallel_dims, job_config)
+        cpu.prepare_parallelized_model(model)
+        return install_bag_embedding(model)
+
+    parallelize_tst.__name__ = f"tst_{getattr(base_parallelize, '__name__', 'parallelize')}"
+    return parallelize_tst
+
+
+def make_tst_spec(base: TrainSpec, extra_flavors: dict | None = None) -> TrainSpec:
+    """The TST version of a torchtitan decoder spec (see the module docstring)."""
+    return dataclasses.replace(
+        base,
+        model_args={**base.model_args, **(extra_flavors or {})},
+        parallelize_fn=_tst_parallelize(base.parallelize_fn),
+        build_tokenizer_fn=build_tst_tokenizer,
+        build_dataloader_fn=build_tst_dataloader,
+        build_loss_fn=build_bag_loss,
+        build_validator_fn=build_tst_validator,
+        build_metrics_processor_fn=build_tst_metrics_processor,
+    )
+
+
+_specs: dict[str, TrainSpec] = {}
+
+
+def get_tst_train_spec(name: str) -> TrainSpec:
+    if name not in TST_SPEC_NAMES:
+        raise ValueError(f"{name!r} is not a TST spec; known: {', '.join(sorted(TST_SPEC_NAMES))}")
+    if name not in _specs:
+        family = name[len("tst_"):]
+        base = importlib.import_module(f"torchtitan.models.{family}").get_train_spec()
+        extra = _EXTRA_FLAVORS.get(family, dict)()
+        _specs[name] = make_tst_spec(base, extra)
+    return _specs[name]
+
+
+def register_all() -> None:
+    """Register every ``tst_<family>`` spec with torchtitan (idempotent)."""
+    from torchtitan.protocols import train_spec as registry
+
+    for name in sorted(TST_SPEC_NAMES):
+        if name not in registry._extra_train_specs:
+            register_train_spec(name, get_tst_train_spec(name))

@@ -58,6 +58,7 @@ def test_tst_and_baseline_configs_differ_only_in_tst_keys_and_names():
         (["--model.flavor", "no_such_flavor"], "model.flavor"),
         (["--training.dataloader.num_workers", "2"], "training.dataloader.num_workers"),
         (["--training.dataset", "c4"], "training.dataset"),
+        (["--compile.enable", "--validation.seq_len", "64"], "validation.seq_len"),
         (["--training.dataset", "store", "--training.dataset_path", "/nonexistent/store"], "training.dataset_path"),
     ],
 )
@@ -84,3 +85,28 @@ def test_empty_dataset_folder_is_refused(tmp_path):
 def test_stock_spec_without_tst_still_parses():
     cfg = parse("--model.name", "llama3", "--model.flavor", "debugmodel", "--tst.no-enable")
     assert cfg.model.name == "llama3"
+
+
+def test_tokenizer_larger_than_the_model_vocab_is_refused(tmp_path):
+    import glob
+    import sysconfig
+
+    from tst_titan.corpus import folder_documents
+    from tst_titan.store import build_store
+
+    stdlib = sysconfig.get_paths()["stdlib"]
+    folder = tmp_path / "text"
+    folder.mkdir()
+    for path in sorted(glob.glob(f"{stdlib}/*.py"))[:150]:
+        (folder / path.split("/")[-1]).write_text(open(path, encoding="utf-8", errors="replace").read())
+    store = tmp_path / "store"
+    manifest = build_store(str(store), folder_documents(str(folder)), vocab_size=3000)
+    assert manifest["vocab_size"] > 2048
+    with pytest.raises(ConfigError, match=r"model\.flavor.*2048|2048.*model\.flavor"):
+        parse("--training.dataset", "store", "--training.dataset_path", str(store))
+
+
+def test_a_folder_that_is_not_a_store_is_refused(tmp_path):
+    (tmp_path / "a.txt").write_text("hello")
+    with pytest.raises(ConfigError, match=r"training\.dataset_path.*not a token store"):
+        parse("--training.dataset", "store", "--training.dataset_path", str(tmp_path))

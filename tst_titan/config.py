@@ -118,6 +118,12 @@ def validate_job_config(job_config) -> None:
                 "token store serves slices without tokenizing, and the phase counter lives in "
                 "the dataset of the training process, which worker processes would copy"
             )
+    val, training = job_config.validation, job_config.training
+    if job_config.compile.enable and val.enable and val.seq_len != training.seq_len:
+        raise ConfigError(
+            f"validation.seq_len ({val.seq_len}) must equal training.seq_len ({training.seq_len}) "
+            "with compile.enable: the compiled blocks fail on the second sequence length"
+        )
     from tst_titan.data import validate_data_config
 
     validate_data_config(job_config)

@@ -90,3 +90,13 @@ def test_torchrun_two_processes_fsdp(tmp_path):
                      extra=["--training.steps", "4", "--training.local_batch_size", "2"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "dp_shard=2" in proc.stdout + proc.stderr
+
+
+def test_tst_qwen3_trains_with_bags(tmp_path):
+    rows, (shapes,) = train(tmp_path, "--model.name", "tst_qwen3", "--model.flavor", "tiny",
+                            "--training.steps", "4", "--tst.superposition_fraction", "0.5",
+                            "--validation.freq", "2", spy=True)
+    assert shapes == [[4, 32, 4]] * 2 + [[4, 32]] * 2
+    assert [r["phase"] for r in rows] == [1, 1, 2, 2]
+    assert all(r["loss"] == r["loss"] and r["loss"] < 20 for r in rows)  # finite, not NaN
+    assert len([r for r in rows if "val_loss" in r]) == 3

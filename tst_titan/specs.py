@@ -51,7 +51,19 @@ def _llama3_flavors() -> dict:
     }
 
 
-_EXTRA_FLAVORS = {"llama3": _llama3_flavors}
+def _qwen3_flavors() -> dict:
+    from torchtitan.models.qwen3 import Qwen3ModelArgs
+
+    return {
+        # ~0.4 M parameters, untied embeddings, for CPU runs of the qwen3 code path.
+        "tiny": Qwen3ModelArgs(
+            dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, hidden_dim=192,
+            vocab_size=2048, max_seq_len=4096, rope_theta=10000, qk_norm=True,
+        ),
+    }
+
+
+_EXTRA_FLAVORS = {"llama3": _llama3_flavors, "qwen3": _qwen3_flavors}
 
 
 def _tst_parallelize(base_parallelize):

@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# From nothing to a result: sets everything up, builds the embedded corpus and tokenizer, then
-# trains the debug TST config and its baseline twin on CPU with the stock torchtitan entry point.
+# From nothing to a result: sets everything up, builds the embedded corpus and its tokenizer, then
+# runs the quick benchmark: the tiny TST config and its baseline twin trained on CPU through the
+# stock torchtitan entry point (learning rate tuned on the baseline), compared at matched FLOPs.
+# Prints the comparison table and where the metrics and checkpoints of both runs are.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-for name in debug_tst debug_baseline; do
-  echo "=== training train_configs/${name}.toml"
-  .venv/bin/torchrun --nproc_per_node=1 --standalone -m torchtitan.train \
-    --job.config_file "train_configs/${name}.toml" "$@"
-done
-.venv/bin/python -m tst_titan.report outputs/debug_tst outputs/debug_baseline
+exec .venv/bin/python -m tst_titan.bench --quick "$@"

@@ -29,14 +29,28 @@ def test_command_line_overrides_every_key():
         False, 6, 0.25, "power")
 
 
-def test_tst_and_baseline_configs_differ_only_in_tst_keys_and_names():
+TWINS = sorted(
+    name[: -len("_tst.toml")]
+    for name in os.listdir(os.path.join(ROOT, "train_configs"))
+    if name.endswith("_tst.toml")
+)
+
+
+def test_every_tst_config_has_a_baseline_twin():
+    assert {"debug", "debug_moe", "270m", "600m", "3b", "10b_a1b_moe"} <= set(TWINS)
+    for stem in TWINS:
+        assert os.path.isfile(os.path.join(ROOT, "train_configs", f"{stem}_baseline.toml")), stem
+
+
+@pytest.mark.parametrize("stem", TWINS)
+def test_tst_and_baseline_configs_differ_only_in_tst_keys_and_names(stem):
     import tomllib
 
-    with open(DEBUG_TST, "rb") as f:
+    with open(os.path.join(ROOT, "train_configs", f"{stem}_tst.toml"), "rb") as f:
         tst = tomllib.load(f)
-    with open(os.path.join(ROOT, "train_configs", "debug_baseline.toml"), "rb") as f:
+    with open(os.path.join(ROOT, "train_configs", f"{stem}_baseline.toml"), "rb") as f:
         base = tomllib.load(f)
-    assert tst.pop("tst")["enable"] is True and base.pop("tst")["enable"] is False
+    assert tst["tst"].pop("enable") is True and base["tst"].pop("enable") is False
     for cfg in (tst, base):
         cfg["job"].pop("dump_folder")
         cfg["job"].pop("description")

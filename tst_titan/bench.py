@@ -675,6 +675,9 @@ def main(argv: list[str] | None = None) -> int:
         out = args.out or os.path.join("outputs", "bench_quick" if args.quick else "bench")
         result = bench(setup, out, quiet=args.quiet)
         print_table(result)
+        for name in ("tst", "baseline"):
+            run = os.path.join(out, name)
+            print(f"  {name:<8} metrics {run}/metrics.jsonl   checkpoints {run}/checkpoint   log {run}/train.log")
         print(f"wrote {out}/bench.json and {out}/bench.png")
     elif command == "regime":
         parser.add_argument("--tokens-per-param", help="comma-separated targets, e.g. 0.5,2,8,32,100,200")

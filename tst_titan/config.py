@@ -18,6 +18,7 @@ Every key can be overridden on the command line (``--tst.bag_size 4``). torchtit
 
 # No `from __future__ import annotations`: torchtitan merges these dataclasses into its own
 # JobConfig and resolves the field types from the merged class's module.
+import contextlib
 from dataclasses import dataclass, field
 
 # Importing the package applies the CPU accommodations (no-op with CUDA) and registers train specs.
@@ -66,6 +67,21 @@ def validate_tst_section(tst: TST) -> None:
             f"tst.loss_weighting must be one of {', '.join(map(repr, LOSS_WEIGHTINGS))}, "
             f"got {tst.loss_weighting!r}"
         )
+
+
+_data_checks_deferred = False
+
+
+@contextlib.contextmanager
+def data_checks_deferred():
+    """Parse without the checks that need the training data on disk (the dry run: it reports the
+    data's state instead). Every other check still runs."""
+    global _data_checks_deferred
+    previous, _data_checks_deferred = _data_checks_deferred, True
+    try:
+        yield
+    finally:
+        _data_checks_deferred = previous
 
 
 def validate_job_config(job_config) -> None:
@@ -124,6 +140,12 @@ def validate_job_config(job_config) -> None:
             f"validation.seq_len ({val.seq_len}) must equal training.seq_len ({training.seq_len}) "
             "with compile.enable: the compiled blocks fail on the second sequence length"
         )
+    # Model shape vs TP/EP degrees, float8 converters and recipe, tokens per sample.
+    from tst_titan.model_checks import validate_model_config
+
+    validate_model_config(job_config, flavors[job_config.model.flavor])
+    if _data_checks_deferred:
+        return
     from tst_titan.data import validate_data_config
 
     validate_data_config(job_config)

@@ -14,6 +14,12 @@ What is changed, and why:
   ``ReduceOp.PREMUL_SUM``, which gloo lacks. :func:`prepare_parallelized_model` forces plain sum
   reduction on every FSDP module instead (same result: the factor is 1).
 * MoE router: ``torch.histc`` has no CPU kernel for integer tensors; we count in float and cast back.
+* MoE token permutation (``torchtitan.models.moe.utils._permute``, used by expert parallelism and
+  grouped-mm padding) calls ``generate_permute_indices`` without ``use_cpu``, i.e. a triton kernel
+  that cannot take CPU tensors; on CPU tensors we select its reference CPU implementation.
+* float8 tensor parallelism (torchao's float8 TP styles all-gather float8 activations): gloo has
+  no float8 dtypes ("Invalid scalar type"), so on CPU the bytes are all-gathered as uint8 and viewed
+  back (:func:`prepare_parallelized_model`, only for models with ``Float8Linear`` modules).
 """
 
 from __future__ import annotations
@@ -86,6 +92,15 @@ def _histc_with_integer_cpu_support(histc):
     return histc_any
 
 
+def _permute_indices_with_cpu_path(generate):
+    def generate_permute_indices(tokens_per_expert_group, *args, use_cpu: bool = False, **kwargs):
+        use_cpu = use_cpu or tokens_per_expert_group.device.type == "cpu"
+        return generate(tokens_per_expert_group, *args, use_cpu=use_cpu, **kwargs)
+
+    generate_permute_indices.__wrapped__ = generate
+    return generate_permute_indices
+
+
 def apply() -> bool:
     """Make torchtitan run on CPU when CUDA is absent. Idempotent; returns True if it acted."""
     global _applied
@@ -111,14 +126,60 @@ def apply() -> bool:
     if not hasattr(torch.histc, "__wrapped__"):
         torch.histc = _histc_with_integer_cpu_support(torch.histc)
 
+    import torchtitan.models.moe.utils as moe_utils
+
+    if not hasattr(moe_utils.generate_permute_indices, "__wrapped__"):
+        moe_utils.generate_permute_indices = _permute_indices_with_cpu_path(
+            moe_utils.generate_permute_indices
+        )
+
     _applied = True
     return True
 
 
+def _float8_all_gather_as_bytes(allgather_fp8):
+    """torchao's all-gather of a Float8TrainingTensor, moving its bytes as uint8 on CPU (gloo)."""
+
+    def allgather_fp8_cpu(aten_op, args, kwargs=None):
+        fp8_input = args[0]
+        if fp8_input._data.device.type != "cpu":
+            return allgather_fp8(aten_op, args, kwargs)
+        from torchao.float8.float8_training_tensor import Float8TrainingTensor
+
+        data = fp8_input._data.contiguous()
+        out = aten_op(data.view(torch.uint8), *args[1:], **(kwargs or {}))
+        return Float8TrainingTensor(
+            out.view(data.dtype),
+            fp8_input._scale,
+            fp8_input._orig_dtype,
+            fp8_input._linear_mm_config,
+            fp8_input._gemm_input_role,
+        )
+
+    allgather_fp8_cpu.__wrapped__ = allgather_fp8
+    return allgather_fp8_cpu
+
+
+def _enable_float8_collectives_over_gloo() -> None:
+    from torchao.float8.float8_ops import FLOAT8_OPS_TABLE
+
+    ops = (
+        torch.ops._c10d_functional.all_gather_into_tensor.default,
+        torch.ops.c10d_functional.all_gather_into_tensor.default,
+    )
+    for op in ops:
+        handler = FLOAT8_OPS_TABLE.get(op)
+        if handler is not None and not hasattr(handler, "__wrapped__"):
+            FLOAT8_OPS_TABLE[op] = _float8_all_gather_as_bytes(handler)
+
+
 def prepare_parallelized_model(model: torch.nn.Module) -> None:
-    """Post-parallelize fix-ups for CPU (no-op with CUDA): FSDP2 sum reduction over gloo."""
+    """Post-parallelize fix-ups for CPU (no-op with CUDA): FSDP2 sum reduction over gloo; float8
+    all-gathers over gloo."""
     if not cuda_absent():
         return
+    if any(type(m).__name__ == "Float8Linear" for m in model.modules()):
+        _enable_float8_collectives_over_gloo()
     from torch.distributed.fsdp import FSDPModule
 
     for module in model.modules():

@@ -23,9 +23,10 @@ import importlib
 
 from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
 
-from tst_titan import cpu
+from tst_titan import cpu, float8
 from tst_titan.data import build_tst_dataloader, build_tst_tokenizer
 from tst_titan.embedding import install_bag_embedding
+from tst_titan.flavors import EXTRA_FLAVORS
 from tst_titan.loss import build_bag_loss
 from tst_titan.metrics import build_tst_metrics_processor
 from tst_titan.validation import build_tst_validator
@@ -35,40 +36,16 @@ FAMILIES = ("llama3", "qwen3", "deepseek_v3", "llama4", "gpt_oss")
 TST_SPEC_NAMES = frozenset(f"tst_{family}" for family in FAMILIES)
 
 
-def _llama3_flavors() -> dict:
-    from torchtitan.models.llama3 import TransformerModelArgs
-
-    return {
-        # CPU-sized models for laptops, tests and the benchmark (vocab of the embedded tokenizer).
-        # ~0.4 M parameters: trains at tens of thousands of tokens/s on 2 cores.
-        "tiny": TransformerModelArgs(
-            dim=64, n_layers=2, n_heads=4, vocab_size=2048, multiple_of=64, rope_theta=10000
-        ),
-        # ~1.6 M parameters: the debug config's model.
-        "debug": TransformerModelArgs(
-            dim=128, n_layers=4, n_heads=4, vocab_size=2048, multiple_of=128, rope_theta=10000
-        ),
-    }
-
-
-def _qwen3_flavors() -> dict:
-    from torchtitan.models.qwen3 import Qwen3ModelArgs
-
-    return {
-        # ~0.4 M parameters, untied embeddings, for CPU runs of the qwen3 code path.
-        "tiny": Qwen3ModelArgs(
-            dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, hidden_dim=192,
-            vocab_size=2048, max_seq_len=4096, rope_theta=10000, qk_norm=True,
-        ),
-    }
-
-
-_EXTRA_FLAVORS = {"llama3": _llama3_flavors, "qwen3": _qwen3_flavors}
+#: Extra flavors per family (CPU-sized models, the paper's shapes): see tst_titan.flavors.
+_EXTRA_FLAVORS = EXTRA_FLAVORS
 
 
 def _tst_parallelize(base_parallelize):
     def parallelize_tst(model, parallel_dims, job_config):
-        model = base_parallelize(model, parallel_dims, job_config)
+        # torchtitan 0.2.2 never applies its float8 TP plan (it looks for "float8" in
+        # model.converters); tst_titan.float8 presents the converters the way it checks them.
+        with float8.float8_tp_plan_enabled(model, job_config):
+            model = base_parallelize(model, parallel_dims, job_config)
         cpu.prepare_parallelized_model(model)
         return install_bag_embedding(model)
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# One-GPU performance check (< 8 minutes on one H200): the 270M TST config and its baseline twin
+# with torch.compile and real float8 (plus a bf16 reference), and the debug MoE with grouped GEMMs
+# (plus an exploratory float8 grouped-GEMM run), a few steps each on GPU 0. Writes step times per
+# phase, tokens/s, peak memory and MFU to outputs/gpu_check/gpu_check.json (--out DIR to change);
+# each run's log and metrics.jsonl are kept next to it. See tst_titan/gpucheck.py.
+#
+#   bash scripts/gpu_check.sh               # on a GPU machine with the package installed
+#   bash scripts/gpu_check.sh --cpu-smoke   # the same mechanics on CPU in ~1 minute (tests run it)
+#
+# Python: $PYTHON, else .venv/bin/python, else python3. Needs torch with CUDA, torchtitan 0.2.2,
+# torchao (pip install -e ".[float8]"); float8 needs an SM89+ GPU (H100/H200/B200).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z "${PYTHON:-}" ]]; then
+    if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
+if [[ " $* " != *" --cpu-smoke "* ]]; then
+    export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
+fi
+exec "$PYTHON" -m tst_titan.gpucheck "$@"

@@ -173,38 +173,27 @@ def _report_new_rows(dump, seen, name, steps, progress):
 
 
 # -- in-process measurements ------------------------------------------------------------------
-class PeakMemory:
-    """Peak memory of a block of code: CUDA allocator stats, or on CPU the process's peak resident
-    set (reset through /proc/self/clear_refs) above what was resident when the block started."""
+def peak_memory_bytes(fn, *tracked) -> int:
+    """Peak tensor memory of ``fn()`` (bytes): the CUDA allocator's peak, or on CPU the peak that
+    torch's MemTracker counts (tensors alive at once, including ``tracked`` modules/optimizers'
+    parameters, gradients and state). Counting tensors, not the process's resident set, keeps
+    the figure free of allocator caching and of the other processes on the machine."""
+    import torch
 
-    def __enter__(self):
-        import torch
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        fn()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated()
+    from torch.distributed._tools.mem_tracker import MemTracker
 
-        self.cuda = torch.cuda.is_available()
-        if self.cuda:
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            self.base = torch.cuda.memory_allocated()
-        else:
-            with open("/proc/self/clear_refs", "w") as f:
-                f.write("5")
-            self.base = _proc_status("VmRSS")
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        if self.cuda:
-            torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.base
-        else:
-            self.peak = _proc_status("VmHWM") - self.base
-        return False
-
-
-def _proc_status(key: str) -> int:
-    with open("/proc/self/status") as f:
-        return int(re.search(rf"{key}:\s+(\d+) kB", f.read()).group(1)) * 1024
+    tracker = MemTracker()
+    if tracked:
+        tracker.track_external(*tracked)
+    with tracker:
+        fn()
+    return int(tracker.get_tracker_snapshot("peak")[torch.device("cpu")]["Total"])
 
 
 def _build_model(model_name: str, flavor: str, seq_len: int, device):
@@ -255,29 +244,34 @@ def measure_step_times(setup: BenchSetup, store_dir: str) -> dict:
         opt.zero_grad(set_to_none=True)
 
     bag, plain = batches(setup.bag_size), batches(1)
+
+    def next_batch(name):
+        x, y = next(bag if name == "phase1" else plain)
+        return (x, y) if name == "phase1" else (x[..., 0], y[..., 0])  # plain [B, L] batch
+
     times = {"phase1": [], "baseline": []}
-    memory = {}
-    for i in range(setup.timing_steps + 3):  # 3 warm-up rounds
-        for name, source in (("phase1", bag), ("baseline", plain)):
-            x, y = next(source)
-            if name == "baseline":
-                y, x = y[..., 0], x[..., 0]  # plain next-token batch from the s = 1 stream
-            with PeakMemory() as mem:
-                t0 = time.perf_counter()
-                step(x, y)
-                if device == "cuda":
-                    torch.cuda.synchronize()
-                dt = time.perf_counter() - t0
+    for i in range(setup.timing_steps + 3):  # 3 warm-up rounds, then interleaved timing
+        for name in ("phase1", "baseline"):
+            x, y = next_batch(name)
+            t0 = time.perf_counter()
+            step(x, y)
+            if device == "cuda":
+                torch.cuda.synchronize()
             if i >= 3:
-                times[name].append(dt)
-                memory[name] = max(memory.get(name, 0), mem.peak)
+                times[name].append(time.perf_counter() - t0)
+    # Memory: one more step of each, measured separately (tracking slows the step down).
+    memory = {}
+    for name in ("phase1", "baseline"):
+        x, y = next_batch(name)
+        memory[name] = peak_memory_bytes(lambda: step(x, y), model, opt)
     p1, base = statistics.median(times["phase1"]), statistics.median(times["baseline"])
     return {
         "phase1_step_s": p1, "baseline_step_s": base, "step_time_ratio": p1 / base,
         "phase1_peak_memory_bytes": memory["phase1"], "baseline_peak_memory_bytes": memory["baseline"],
         "peak_memory_ratio": memory["phase1"] / memory["baseline"],
         "steps_timed_each": setup.timing_steps, "bag_size": setup.bag_size,
-        "memory_note": "peak above the resident set at step start (CPU: /proc VmHWM; CUDA: allocator)",
+        "memory_note": "peak tensor memory of one training step incl. parameters, gradients and "
+                       "AdamW state (CUDA allocator / torch MemTracker on CPU)",
     }
 
 
@@ -607,17 +601,18 @@ def loss_bench(bag_sizes=(1, 4, 6, 8, 16), vocabs=(2048, 32768, 131072), positio
             labels = torch.randint(0, vocab, (1, positions, s), device=device)
             row = {"vocab": vocab, "bag_size": s, "positions": positions}
             for name, fn in methods.items():
-                times, peak = [], 0
+                times = []
                 for _ in range(repeats + 1):
                     logits = base.clone().requires_grad_(True)
-                    with PeakMemory() as mem:
-                        t0 = time.perf_counter()
-                        fn(logits, labels).backward()
-                        if device == "cuda":
-                            torch.cuda.synchronize()
-                        times.append(time.perf_counter() - t0)
-                    peak = max(peak, mem.peak)
+                    t0 = time.perf_counter()
+                    fn(logits, labels).backward()
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    times.append(time.perf_counter() - t0)
                     del logits
+                logits = base.clone().requires_grad_(True)
+                peak = peak_memory_bytes(lambda: fn(logits, labels).backward())
+                del logits
                 row[f"{name}_s"] = statistics.median(times[1:])
                 row[f"{name}_peak_bytes"] = peak
             row["time_vs_one_ce"] = row["bag_cross_entropy_s"] / row["one_cross_entropy_s"]
@@ -630,8 +625,8 @@ def loss_bench(bag_sizes=(1, 4, 6, 8, 16), vocabs=(2048, 32768, 131072), positio
                   f"(one CE {row['one_cross_entropy_peak_bytes'] / 2**20:6.0f}, naive "
                   f"{row['naive_s_cross_entropies_peak_bytes'] / 2**20:6.0f})", flush=True)
     result = {"device": device, "dtype": str(dtype), "rows": rows, "versions": _versions(),
-              "memory_note": "peak above the resident set before each forward+backward "
-                             "(CPU: /proc VmHWM, logits and their gradient included)"}
+              "memory_note": "peak tensor memory allocated by forward+backward (the logits' "
+                             "gradient included, the logits themselves not)"}
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "bench_loss.json"), "w") as f:
         json.dump(result, f, indent=2)

@@ -131,15 +131,17 @@ class _BagCrossEntropy(torch.autograd.Function):
         target_coef = -g * local_w  # [B·L, s]: 0 for ignored / other-shard targets
 
         grad = torch.empty_like(x)
+        in_place = grad.dtype == torch.float32  # fp32 logits: compute straight into the gradient
         for a in range(0, x.shape[0], ctx.chunk):
             b = a + ctx.chunk
-            # Type promotion makes this one fresh fp32 chunk (never aliasing fp32 logits, and no
-            # extra .float() copy of bf16 ones); everything after it is in place.
-            p = x[a:b] - lse[a:b, None]
+            # One fp32 chunk: the gradient rows themselves for fp32 logits, else a fresh fp32
+            # buffer (no extra .float() copy of bf16 logits); everything after it is in place.
+            p = torch.sub(x[a:b], lse[a:b, None], out=grad[a:b]) if in_place else x[a:b] - lse[a:b, None]
             p.exp_().mul_(coef[a:b, None])
             # scatter_add_ sums duplicates: a token twice in a bag counts twice, as in the loss.
             p.scatter_add_(1, idx[a:b], target_coef[a:b])
-            grad[a:b].copy_(p)
+            if not in_place:
+                grad[a:b].copy_(p)
         return grad.view(logits.shape), None, None, None, None, None
 
 

@@ -120,12 +120,21 @@ class Progress:
 
 
 def run_training(name: str, overrides: list[str], out_dir: str, steps: int,
-                 progress: Progress | None = None, config: str = BASE_CONFIG) -> dict:
+                 progress: Progress | None = None, config: str = BASE_CONFIG, reuse: bool = False) -> dict:
     """Train one run in a fresh ``python -m torchtitan.train`` process; return its metrics rows,
-    wall time and peak memory (from torchtitan's log)."""
+    wall time and peak memory (from torchtitan's log). With ``reuse``, a run already finished in
+    ``out_dir`` with the same settings is read back instead (resumable studies)."""
     from tst_titan.metrics import read_metrics
 
     dump = os.path.join(out_dir, name)
+    record_path = os.path.join(dump, "bench_run.json")
+    if reuse:
+        done = _finished_run(record_path, overrides, config, steps)
+        if done is not None:
+            if progress:
+                progress.done += steps
+                print(f"[bench] {name:<16} reusing the finished run in {dump}", flush=True)
+            return done
     shutil.rmtree(dump, ignore_errors=True)  # metrics.jsonl appends: start clean
     os.makedirs(dump)
     env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
@@ -151,8 +160,28 @@ def run_training(name: str, overrides: list[str], out_dir: str, steps: int,
     with open(log_path) as f:
         log_text = f.read()
     memory = [float(m) for m in re.findall(r"memory:\s+([\d.]+)GiB", log_text)]
-    return {"name": name, "dump": dump, "rows": read_metrics(dump), "process_wall_s": wall,
-            "peak_memory_gib": max(memory) if memory else None, "command": cmd}
+    record = {"name": name, "dump": dump, "process_wall_s": wall,
+              "peak_memory_gib": max(memory) if memory else None, "command": cmd,
+              "config": config, "overrides": overrides, "steps": steps}
+    with open(record_path, "w") as f:
+        json.dump(record, f, indent=2)
+    return dict(record, rows=read_metrics(dump))
+
+
+def _finished_run(record_path: str, overrides: list[str], config: str, steps: int) -> dict | None:
+    """A run this benchmark already finished with exactly these settings (or None)."""
+    from tst_titan.metrics import read_metrics
+
+    if not os.path.exists(record_path):
+        return None
+    with open(record_path) as f:
+        record = json.load(f)
+    if (record.get("overrides"), record.get("config"), record.get("steps")) != (overrides, config, steps):
+        return None
+    rows = read_metrics(os.path.dirname(record_path))
+    if not rows or rows[-1]["step"] != steps or "val_loss" not in rows[-1]:
+        return None
+    return dict(record, rows=rows)
 
 
 def _report_new_rows(dump, seen, name, steps, progress):
@@ -503,7 +532,7 @@ def regime(setup: RegimeSetup, out_dir: str, quiet: bool = False) -> dict:
         runs = {}
         for arm in ("baseline", "tst"):
             runs[arm] = run_training(f"tp{tp:g}_{arm}", run_overrides(s, steps=steps, lr=setup.lr, tst=arm == "tst"),
-                                     out_dir, steps, progress)
+                                     out_dir, steps, progress, reuse=True)
         base_final, tst_final = _final_val(runs["baseline"]["rows"]), _final_val(runs["tst"]["rows"])
         last = runs["tst"]["rows"][-1]
         pairs.append({"tokens_per_param": steps * per_step / nparams, "steps": steps,

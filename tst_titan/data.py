@@ -17,6 +17,13 @@ Data comes from a token store (``tst_titan.store``): text tokenized once into me
 uint32 shards; a sample is a slice of it, so phase 1's s-times-higher token rate costs no
 tokenization. Ranks read interleaved windows of one global cursor: at each sample every rank takes
 the window at ``cursor + rank * window`` and the cursor advances by ``world * window``.
+
+The position is a pure function of the sample index (:meth:`PhaseSchedule.position_after`), so the
+phase can follow the *training step* even when a resume does not load the dataloader state: the
+TST spec's learning-rate schedulers report the step they were resumed at to the process's
+:class:`TrainingRun` (a small registry), and the dataset fast-forwards to ``step x samples per
+step`` on its first ``__iter__`` (or, if its own state was loaded, checks that it agrees). The
+metrics processor reads the epoch from the same registry and checks the position every step.
 """
 
 from __future__ import annotations
@@ -98,6 +105,141 @@ class PhaseSchedule:
         bag_steps = min(step, self.switch_step)
         return self.global_positions_per_step() * (self.bag_size * bag_steps + step - bag_steps)
 
+    def position_after(self, samples: int, n_tokens: int) -> tuple[int, int]:
+        """``(cursor, epoch)`` of a rank's dataset after it served ``samples`` samples from a split
+        of ``n_tokens`` tokens -- what :class:`TokenWindowDataset` reaches one sample at a time:
+        strides of ``window * dp_world_size`` (``s*(L+1)`` per rank in phase 1, ``L+1`` after),
+        a new epoch (cursor 0) when the next stride does not fit."""
+        if samples <= 0:
+            return 0, 0
+
+        def run(count: int, stride: int, cursor: int, epoch: int) -> tuple[int, int]:
+            if count <= 0:
+                return cursor, epoch
+            per_epoch = n_tokens // stride
+            if per_epoch < 1:
+                raise ValueError(f"a stride of {stride} tokens does not fit {n_tokens} tokens")
+            left_in_epoch = max(n_tokens - cursor, 0) // stride
+            if count <= left_in_epoch:
+                return cursor + count * stride, epoch
+            count -= left_in_epoch  # samples drawn after wrapping
+            return ((count - 1) % per_epoch + 1) * stride, epoch + 1 + (count - 1) // per_epoch
+
+        world = self.dp_world_size
+        bag_samples = min(samples, self.switch_sample)
+        cursor, epoch = run(bag_samples, self.window(1) * world, 0, 0)
+        return run(samples - bag_samples, self.window(2) * world, cursor, epoch)
+
+
+class TrainingRun:
+    """What one trainer's pieces in this process share about its training data.
+
+    torchtitan builds the dataloader, then the metrics processor, then the learning-rate
+    schedulers, all from the same ``TrainSpec`` and without references to each other. The TST
+    dataloader builder starts a new ``TrainingRun`` (:func:`begin_training_run`); the others pick
+    up the current one when they are built. It carries
+
+    * ``resume_step``: the step the learning-rate scheduler state was loaded at (its
+      ``last_epoch`` is the trainer step), so the dataset can follow the step when its own state
+      was not loaded (:func:`resume_aware_lr_schedulers`);
+    * ``datasets``: this process's training dataset(s), for the epoch and position checks.
+    """
+
+    def __init__(self) -> None:
+        self.resume_step: int | None = None
+        self.datasets: list[TokenWindowDataset] = []
+
+    def set_resume_step(self, step: int) -> None:
+        self.resume_step = int(step)
+
+    @property
+    def epoch(self) -> int | None:
+        """Epoch of the last sample served (None before any dataset exists)."""
+        return max((d.epoch for d in self.datasets), default=None)
+
+    def check_position(self, step: int) -> None:
+        """After optimizer step ``step``, every training dataset must have served exactly
+        ``step x samples_per_step`` samples: otherwise the data (and the phase) no longer follow
+        the step -- e.g. a resume that loaded neither the dataloader nor the lr_scheduler state."""
+        for d in self.datasets:
+            expected = step * d.schedule.samples_per_step
+            if d.sample_index != expected:
+                sched = d.schedule
+                raise RuntimeError(
+                    f"[tst] after step {step} the training data of rank {d.dp_rank} is at sample "
+                    f"{d.sample_index} (phase {sched.phase_of_sample(max(d.sample_index - 1, 0))}), "
+                    f"but step {step} ends at sample {expected} (phase {sched.phase_of_step(step)}; "
+                    f"{sched.samples_per_step} samples per step). The data position was neither "
+                    "loaded nor recovered: a resume with both 'dataloader' and 'lr_scheduler' in "
+                    "checkpoint.exclude_from_loading cannot know where the data (and the TST phase) "
+                    "stand. Load at least one of them, or start a new run from the weights alone "
+                    "with checkpoint.initial_load_path (model only, from step 0)."
+                )
+
+
+_current_run: TrainingRun | None = None
+
+
+def begin_training_run() -> TrainingRun:
+    """A new :class:`TrainingRun` for the trainer being built in this process."""
+    global _current_run
+    _current_run = TrainingRun()
+    return _current_run
+
+
+def current_training_run() -> TrainingRun | None:
+    return _current_run
+
+
+def resume_aware_lr_schedulers(build_lr_schedulers_fn):
+    """Wrap a ``TrainSpec.build_lr_schedulers_fn`` so that loading the schedulers' checkpointed
+    state tells the current :class:`TrainingRun` the step it resumes at (``last_epoch``)."""
+
+    def build_lr_schedulers(optimizers, lr_scheduler_config, training_steps):
+        schedulers = build_lr_schedulers_fn(optimizers, lr_scheduler_config, training_steps)
+        run = current_training_run()
+        if run is None:
+            return schedulers
+        load = schedulers.load_state_dict
+
+        def load_state_dict(state_dict):
+            load(state_dict)
+            run.set_resume_step(state_dict["last_epoch"])
+
+        schedulers.load_state_dict = load_state_dict
+        return schedulers
+
+    build_lr_schedulers.__name__ = f"resume_aware_{getattr(build_lr_schedulers_fn, '__name__', 'lr')}"
+    return build_lr_schedulers
+
+
+def tst_settings(job_config, schedule: PhaseSchedule) -> dict[str, Any]:
+    """The settings a run was trained with, kept in the dataloader's checkpointed state."""
+    tst = getattr(job_config, "tst", None)
+    return {
+        "enable": bool(tst is not None and tst.enable),
+        "bag_size": tst.bag_size if tst is not None else 1,
+        "superposition_fraction": tst.superposition_fraction if tst is not None else 0.0,
+        "loss_weighting": tst.loss_weighting if tst is not None else "uniform",
+        "steps": job_config.training.steps,
+        "seq_len": schedule.seq_len,
+        "samples_per_step": schedule.samples_per_step,
+        "switch_step": schedule.switch_step,
+        "switch_sample": schedule.switch_sample,
+    }
+
+
+#: Settings a resume must keep, in the order they are checked, with the key to name.
+_RESUME_KEYS = (
+    ("enable", "tst.enable"),
+    ("bag_size", "tst.bag_size"),
+    ("superposition_fraction", "tst.superposition_fraction"),
+    ("loss_weighting", "tst.loss_weighting"),
+    ("seq_len", "training.seq_len"),
+    ("samples_per_step", "training.local_batch_size / training.global_batch_size"),
+    ("switch_sample", "training.steps"),
+)
+
 
 class TokenWindowDataset(IterableDataset, Stateful):
     """Samples from a token store, bagged during phase 1; infinite (epochs) or one pass."""
@@ -111,6 +253,8 @@ class TokenWindowDataset(IterableDataset, Stateful):
         infinite: bool = True,
         max_samples: int | None = None,
         name: str = "train",
+        run: TrainingRun | None = None,
+        settings: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.schedule = schedule
@@ -118,6 +262,10 @@ class TokenWindowDataset(IterableDataset, Stateful):
         self.infinite = infinite
         self.max_samples = max_samples
         self.name = name
+        self.run = run  # the trainer's registry: resume step (see TrainingRun)
+        self.settings = settings  # [tst] settings kept in the checkpointed state
+        self._state_loaded = False
+        self._synced = False
         n_tokens = len(store)
         first_window = schedule.window(schedule.phase_of_sample(0))
         needed = first_window * schedule.dp_world_size
@@ -159,7 +307,39 @@ class TokenWindowDataset(IterableDataset, Stateful):
         self.sample_index += 1
         return tokens, phase
 
+    def _follow_resume_step(self) -> None:
+        """Once, before the first sample: make the position agree with the resumed step."""
+        if self._synced:
+            return
+        self._synced = True
+        step = self.run.resume_step if self.run is not None else None
+        if step is None:
+            return  # a new run, or the step is unknown (lr_scheduler state not loaded)
+        sched = self.schedule
+        expected = step * sched.samples_per_step
+        if self._state_loaded:
+            if self.sample_index != expected:
+                raise ValueError(
+                    f"[tst] the checkpoint's dataloader state of rank {self.dp_rank} is at sample "
+                    f"{self.sample_index}, but its lr_scheduler state is at step {step}, which ends "
+                    f"at sample {expected} ({sched.samples_per_step} samples per step = "
+                    "training.local_batch_size x gradient accumulation): the checkpoint's parts "
+                    "disagree. Resume from an intact checkpoint with the settings it was trained with"
+                )
+            return
+        if expected == 0:
+            return
+        self.sample_index = expected
+        self.cursor, self.epoch = sched.position_after(expected, len(self.store))
+        logger.warning(
+            f"[tst] the dataloader state was not loaded from the checkpoint; the {self.name} data "
+            f"follows the resumed step {step}: rank {self.dp_rank} continues at sample {expected} "
+            f"(phase {sched.phase_of_sample(expected)}, epoch {self.epoch}), the data the "
+            "uninterrupted run would read"
+        )
+
     def __iter__(self) -> Iterator[tuple[dict[str, torch.Tensor], torch.Tensor]]:
+        self._follow_resume_step()
         while self.max_samples is None or self.sample_index < self.max_samples:
             item = self._next_window()
             if item is None:
@@ -177,7 +357,7 @@ class TokenWindowDataset(IterableDataset, Stateful):
     # -- checkpointed state ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         sched = self.schedule
-        return {
+        state = {
             "sample_index": self.sample_index,
             "cursor": self.cursor,
             "epoch": self.epoch,
@@ -185,9 +365,33 @@ class TokenWindowDataset(IterableDataset, Stateful):
             "bag_size": sched.bag_size,
             "store_tokens": len(self.store),
         }
+        if self.settings is not None:
+            state["tst"] = dict(self.settings)
+        return state
+
+    def _check_settings(self, saved: dict[str, Any]) -> None:
+        ours = self.settings or {}
+        for key, name in _RESUME_KEYS:
+            if key in saved and key in ours and saved[key] != ours[key]:
+                detail = ""
+                if key == "switch_sample":
+                    detail = (
+                        f" (phase 1 ends after step {saved.get('switch_step')} of "
+                        f"{saved.get('steps')} there, after step {ours.get('switch_step')} of "
+                        f"{ours.get('steps')} here: round(tst.superposition_fraction x training.steps))"
+                    )
+                raise ValueError(
+                    f"[tst] cannot resume: the checkpoint was trained with {name} = "
+                    f"{saved[key]!r}{' (switch sample)' if key == 'switch_sample' else ''}, this run "
+                    f"has {ours[key]!r}{detail}. Resume with the settings the checkpoint was trained "
+                    f"with (its [tst] settings: {_format_settings(saved)}), or start a new run from "
+                    "its weights with checkpoint.initial_load_path"
+                )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         sched = self.schedule
+        if "tst" in state:
+            self._check_settings(state["tst"])
         saved = (state.get("bag_size"), state.get("switch_sample"))
         if saved != (sched.bag_size, sched.switch_sample):
             raise ValueError(
@@ -204,6 +408,14 @@ class TokenWindowDataset(IterableDataset, Stateful):
         self.sample_index = state["sample_index"]
         self.cursor = state["cursor"]
         self.epoch = state["epoch"]
+        self._state_loaded = True
+
+
+def _format_settings(settings: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k} = {settings[k]!r}" for k in ("enable", "bag_size", "superposition_fraction",
+                                           "loss_weighting", "steps") if k in settings
+    )
 
 
 # -- building -------------------------------------------------------------------------------
@@ -271,6 +483,9 @@ def build_tst_tokenizer(job_config):
     """The tokenizer is the token store's own, so data and tokenizer cannot disagree."""
     from torchtitan.components.tokenizer import HuggingFaceTokenizer
 
+    # The parse-time data checks again, at trainer start: a config built or changed in code (or a
+    # store deleted since parsing) fails here naming the key, not deep in the tokenizer.
+    validate_data_config(job_config)
     return HuggingFaceTokenizer(ensure_store(job_config))
 
 
@@ -278,9 +493,12 @@ def build_tst_dataloader(dp_world_size: int, dp_rank: int, tokenizer, job_config
     from tst_titan.store import TokenStore
 
     schedule = PhaseSchedule.from_job_config(job_config, dp_world_size)
+    run = begin_training_run()
     dataset = TokenWindowDataset(
-        TokenStore(ensure_store(job_config), "train"), schedule, dp_rank, infinite=True
+        TokenStore(ensure_store(job_config), "train"), schedule, dp_rank, infinite=True,
+        run=run, settings=tst_settings(job_config, schedule),
     )
+    run.datasets.append(dataset)
     return ParallelAwareDataloader(
         dataset,
         dp_rank=dp_rank,

@@ -6,14 +6,28 @@ Here rates count *positions* (what the FLOPs are spent on), and each logged step
 raw text tokens read, the positions and the FLOPs so far.
 
 ``<dump_folder>/metrics.jsonl`` gets one JSON object per logged step (rank 0):
-``step, phase, loss, val_loss (when computed), lr, grad_norm, raw_tokens_seen, positions_seen,
-flops_seen, wall_time_s`` — ``wall_time_s`` counts from the start of this process's training.
+``step, phase, epoch, loss, val_loss (when computed), lr, grad_norm, raw_tokens_seen,
+positions_seen, flops_seen, wall_time_s`` — ``epoch`` counts passes over the training split (0
+until the corpus runs out), ``wall_time_s`` counts from the start of this process's training.
 TensorBoard gets the same numbers under ``tst/``.
+
+Guards (no host sync: they read Python numbers torchtitan already has):
+
+* a non-finite training loss (checked at every logged step, i.e. every ``metrics.log_freq``) or
+  validation loss stops the run with ``FloatingPointError`` naming the step and the phase
+  (torchtitan 0.2.2 itself trains on silently);
+* after every step the training data must have served exactly ``step x samples per step`` samples
+  (:meth:`tst_titan.data.TrainingRun.check_position`), so the phase always follows the step.
+
+``<dump_folder>/tst_run.json`` records the job config and the model args the run was built with
+(``python -m tst_titan.export`` reads it).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import time
 from typing import Any
@@ -21,16 +35,39 @@ from typing import Any
 import torch
 from torchtitan.components.metrics import MetricsProcessor
 
-from tst_titan.data import PhaseSchedule
+from tst_titan.data import PhaseSchedule, current_training_run
+
+#: Written in the dump folder at trainer start (rank 0): what ``tst_titan.export`` reads.
+RUN_FILE = "tst_run.json"
 
 
 def _is_writer_rank() -> bool:
     return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
 
 
+def check_finite(value: float, what: str, step: int, phase: int) -> None:
+    """Stop the run on a NaN/inf loss, naming the step and the TST phase."""
+    if not math.isfinite(value):
+        raise FloatingPointError(f"[tst] non-finite {what} {value} at step {step} (phase {phase})")
+
+
+def write_run_file(job_config, model_args) -> None:
+    """Record the job config and model args of a run in its dump folder (``RUN_FILE``)."""
+    record = {
+        "job_config": job_config.to_dict(),
+        "model_args": dataclasses.asdict(model_args) if dataclasses.is_dataclass(model_args) else None,
+    }
+    path = os.path.join(job_config.job.dump_folder, RUN_FILE)
+    with open(path + ".tmp", "w") as f:
+        json.dump(record, f, indent=1, default=str)
+    os.replace(path + ".tmp", path)
+
+
 class TSTMetricsProcessor(MetricsProcessor):
-    def __init__(self, job_config, parallel_dims, tag: str | None = None):
+    def __init__(self, job_config, parallel_dims, tag: str | None = None, model_args=None):
         super().__init__(job_config, parallel_dims, tag)
+        # Built after the dataloader by torchtitan's Trainer: the run it belongs to (epoch, position).
+        self.run = current_training_run()
         dp_degree = parallel_dims.dp_replicate * parallel_dims.dp_shard
         self.schedule = PhaseSchedule.from_job_config(job_config, dp_degree)
         self.local_batch_size = job_config.training.local_batch_size
@@ -39,6 +76,7 @@ class TSTMetricsProcessor(MetricsProcessor):
         self._start = time.perf_counter()
         if _is_writer_rank():
             os.makedirs(job_config.job.dump_folder, exist_ok=True)
+            write_run_file(job_config, model_args)
 
     # -- what a step did --------------------------------------------------------------------
     def step_record(self, step: int) -> dict[str, Any]:
@@ -46,6 +84,7 @@ class TSTMetricsProcessor(MetricsProcessor):
         return {
             "step": step,
             "phase": self.schedule.phase_of_step(step),
+            "epoch": self.run.epoch if self.run is not None else None,
             "raw_tokens_seen": self.schedule.raw_tokens_seen(step),
             "positions_seen": positions,
             "flops_seen": float(self.num_flops_per_token) * positions,
@@ -62,14 +101,22 @@ class TSTMetricsProcessor(MetricsProcessor):
                 f.write(json.dumps(row) + "\n")
 
     # -- torchtitan hooks -------------------------------------------------------------------
+    def should_log(self, step: int) -> bool:
+        # Called by the trainer after every optimizer step: a cheap check (Python ints) that the
+        # data served so far matches the step, e.g. after a resume.
+        if self.run is not None:
+            self.run.check_position(step)
+        return super().should_log(step)
+
     def log(self, step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=None):
+        check_finite(float(global_avg_loss), "loss", step, self.schedule.phase_of_step(step))
         # One data_loading_times entry per microbatch since the last log (validation adds none):
         # count this rank's positions from that, not from labels.numel() (s times high in phase 1).
         microbatches = len(self.data_loading_times)
         self.ntokens_since_last_log = microbatches * self.local_batch_size * self.schedule.seq_len
         record = self.step_record(step)
         extra = dict(extra_metrics or {})
-        extra.update({f"tst/{k}": v for k, v in record.items() if k != "step"})
+        extra.update({f"tst/{k}": v for k, v in record.items() if k != "step" and v is not None})
         super().log(step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=extra)
 
         row = dict(record, loss=float(global_avg_loss), lr=float(extra.get("lr", float("nan"))),
@@ -81,6 +128,7 @@ class TSTMetricsProcessor(MetricsProcessor):
             self._write(row)
 
     def log_validation(self, loss, step, extra_metrics=None):
+        check_finite(float(loss), "validation loss", step, self.schedule.phase_of_step(step))
         super().log_validation(loss, step, extra_metrics)
         if self._pending is not None and self._pending["step"] == step:
             row, self._pending = self._pending, None
@@ -101,7 +149,7 @@ class TSTMetricsProcessor(MetricsProcessor):
 
 
 def build_tst_metrics_processor(job_config, parallel_dims, model_args=None, tag=None):
-    return TSTMetricsProcessor(job_config, parallel_dims, tag)
+    return TSTMetricsProcessor(job_config, parallel_dims, tag, model_args=model_args)
 
 
 def read_metrics(path: str) -> list[dict[str, Any]]:

@@ -24,7 +24,7 @@ import importlib
 from torchtitan.protocols.train_spec import TrainSpec, register_train_spec
 
 from tst_titan import cpu, float8
-from tst_titan.data import build_tst_dataloader, build_tst_tokenizer
+from tst_titan.data import build_tst_dataloader, build_tst_tokenizer, resume_aware_lr_schedulers
 from tst_titan.embedding import install_bag_embedding
 from tst_titan.flavors import EXTRA_FLAVORS
 from tst_titan.loss import build_bag_loss
@@ -64,6 +64,8 @@ def make_tst_spec(base: TrainSpec, extra_flavors: dict | None = None) -> TrainSp
         build_loss_fn=build_bag_loss,
         build_validator_fn=build_tst_validator,
         build_metrics_processor_fn=build_tst_metrics_processor,
+        # the data follows the resumed step even without its own state (tst_titan.data)
+        build_lr_schedulers_fn=resume_aware_lr_schedulers(base.build_lr_schedulers_fn),
     )
 
 

@@ -18,6 +18,10 @@ import torch
 from tests.reliability_runs import one_process_family, twin_family
 from tests.training import EMBEDDED_STORE
 
+# No hub: huggingface_hub reads this when first imported, so set it before any test imports it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
 pytestmark = pytest.mark.usefixtures("embedded_store")
 
 PROMPT = "def greet(name):\n    return 'hello ' + name\n"
@@ -97,9 +101,7 @@ def test_final_checkpoint_loads_into_the_stock_models_without_tst_titan(runs, tm
 
 
 @pytest.mark.parametrize("family", ["llama3", "qwen3"])
-def test_exported_hugging_face_model_gives_our_logits_and_generates(runs, tmp_path, family, monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+def test_exported_hugging_face_model_gives_our_logits_and_generates(runs, tmp_path, family):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tst_titan.export import main

@@ -24,7 +24,9 @@ def test_tiny_bench_writes_json_and_png(tmp_path, capsys):
     n, s, r = 20, result["setup"]["bag_size"], result["setup"]["superposition_fraction"]
     per_step = result["setup"]["batch"] * result["setup"]["seq_len"]
     assert result["raw_tokens_read"]["tst"] == per_step * (s * round(r * n) + n - round(r * n))
-    assert result["positions"]["baseline"] == per_step * 30  # k*N = 30 steps
+    # the baseline runs k*N = 30 steps, rounded up to whole evaluation intervals (20): 40
+    assert result["setup"]["val_every"] == 20
+    assert result["positions"]["baseline"] == per_step * 40
     assert result["speedup_to_tst_final_val_loss"]["steps_str"].endswith("x")
     assert result["step_time"]["step_time_ratio"] > 0 and result["loader"]["tokens_per_s"] > 0
     assert "tst_titan" in result["versions"]
@@ -45,7 +47,9 @@ def test_regime_pairs_on_a_small_store(tmp_path):
     setup = bench.RegimeSetup(tokens_per_param=(0.5, 1.5), include_site_packages=False,
                               dataset_path=str(tmp_path / "store"))
     result = bench.regime(setup, str(tmp_path / "regime"), quiet=True)
-    assert [p["steps"] for p in result["pairs"]] == [20, 50]
+    # 0.5 and 1.5 tokens/param of a 59,552-parameter model at 2,048 positions a step, in tens
+    assert result["parameters"] == 59552
+    assert [p["steps"] for p in result["pairs"]] == [20, 40]
     for p in result["pairs"]:
         assert p["val_loss_difference"] == pytest.approx(p["tst_val_loss"] - p["baseline_val_loss"])
     assert os.path.exists(tmp_path / "regime" / "regime.png")

@@ -89,6 +89,8 @@ def run_overrides(setup: BenchSetup, *, steps: int, lr: float, tst: bool) -> lis
         "--tst.superposition_fraction", repr(setup.superposition_fraction),
         "--tst.enable" if tst else "--tst.no-enable",
     ]
+    if setup.dataset == "embedded_large":  # prepared by prepare_data, then read as a store
+        args[args.index("--training.dataset") + 1] = "store"
     if setup.dataset_path:
         args += ["--training.dataset_path", setup.dataset_path, "--model.hf_assets_path", setup.dataset_path]
     return args
@@ -339,15 +341,22 @@ def _versions() -> dict:
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
+def default_store(vocab: int, large: bool) -> str:
+    """Where the embedded corpus is cached: the stdlib alone, or ("large") the stdlib plus the
+    installed packages' sources (~100 M tokens at vocab 512: enough not to repeat data)."""
+    return os.path.join(ROOT, "data", f"embedded_large_v{vocab}" if large else f"embedded_v{vocab}")
+
+
 def prepare_data(setup: BenchSetup) -> str:
     """Build the token store the runs will read (once), so timing excludes it."""
     from tst_titan import store
     from tst_titan.specs import get_tst_train_spec
 
     vocab = get_tst_train_spec(setup.model_name).model_args[setup.flavor].vocab_size
-    if setup.dataset == "embedded":
-        path = setup.dataset_path or os.path.join(ROOT, "data", f"embedded_v{vocab}")
-        store.ensure_embedded_store(path, vocab_size=vocab)
+    if setup.dataset in ("embedded", "embedded_large"):
+        large = setup.dataset == "embedded_large"
+        path = setup.dataset_path or default_store(vocab, large)
+        store.ensure_embedded_store(path, vocab_size=vocab, include_site_packages=large)
         return path
     if setup.dataset == "folder":
         path = os.path.join(setup.dataset_path, ".tst_store")
@@ -360,6 +369,8 @@ def bench(setup: BenchSetup, out_dir: str, quiet: bool = False) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     store_dir = prepare_data(setup)
+    if setup.dataset == "embedded_large":
+        setup = replace(setup, dataset_path=store_dir)
     # Evaluate at the last step of every run: the evaluation interval must divide both lengths.
     setup = replace(setup, val_every=max(d for d in range(1, setup.val_every + 1) if setup.steps % d == 0))
     n = setup.steps
@@ -501,7 +512,7 @@ class RegimeSetup:
     bag_size: int = 4
     superposition_fraction: float = 0.3
     lr: float = 6e-3
-    dataset_path: str = field(default_factory=lambda: os.path.join(ROOT, "data", "regime_v512"))
+    dataset_path: str = field(default_factory=lambda: default_store(512, large=True))
     vocab: int = 512
     include_site_packages: bool = True  # ~73 M tokens: enough not to repeat data at 200 tokens/param
 

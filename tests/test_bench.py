@@ -14,7 +14,7 @@ from tst_titan import bench
 def test_tiny_bench_writes_json_and_png(tmp_path, capsys):
     out = tmp_path / "bench"
     assert bench.main(["--quick", "--steps", "20", "--k", "1.5", "--lr-grid", "3e-3,1e-2",
-                       "--out", str(out)]) == 0
+                       "--flavor", "tiny", "--small-corpus", "--out", str(out)]) == 0
     result = json.loads((out / "bench.json").read_text())
     assert (out / "bench.png").stat().st_size > 10_000
     assert [g["lr"] for g in result["learning_rate"]["grid"]] == [3e-3, 1e-2]

@@ -53,6 +53,7 @@ def test_rows_counts_and_validation_merge(processor, tmp_path):
     assert [r["positions_seen"] for r in rows] == [per_step * k for k in (1, 2, 3, 4)]
     assert [r["raw_tokens_seen"] for r in rows] == [per_step * 4 * k for k in (1, 2, 3)] + [per_step * 13]
     assert rows[3]["flops_seen"] == 1000 * per_step * 4
+    assert all(0 <= r["data_loading_pct"] <= 100 for r in rows)  # torchtitan's data-wait share
     assert all(set(r) >= {"step", "phase", "loss", "lr", "raw_tokens_seen", "positions_seen",
                           "flops_seen", "wall_time_s"} for r in rows)
 

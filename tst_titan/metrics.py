@@ -7,8 +7,10 @@ raw text tokens read, the positions and the FLOPs so far.
 
 ``<dump_folder>/metrics.jsonl`` gets one JSON object per logged step (rank 0):
 ``step, phase, epoch, loss, val_loss (when computed), lr, grad_norm, raw_tokens_seen,
-positions_seen, flops_seen, wall_time_s`` — ``epoch`` counts passes over the training split (0
-until the corpus runs out), ``wall_time_s`` counts from the start of this process's training.
+positions_seen, flops_seen, wall_time_s, data_loading_pct`` — ``epoch`` counts passes over the
+training split (0 until the corpus runs out), ``wall_time_s`` counts from the start of this
+process's training, ``data_loading_pct`` is torchtitan's share of time spent waiting for data
+since the previous logged step (training rows only).
 TensorBoard gets the same numbers under ``tst/``.
 
 Guards (no host sync: they read Python numbers torchtitan already has):
@@ -114,13 +116,15 @@ class TSTMetricsProcessor(MetricsProcessor):
         # count this rank's positions from that, not from labels.numel() (s times high in phase 1).
         microbatches = len(self.data_loading_times)
         self.ntokens_since_last_log = microbatches * self.local_batch_size * self.schedule.seq_len
+        # torchtitan's time_metrics/data_loading(%), kept in the row (super().log clears the times)
+        loading_pct = 100 * sum(self.data_loading_times) / max(time.perf_counter() - self.time_last_log, 1e-9)
         record = self.step_record(step)
         extra = dict(extra_metrics or {})
         extra.update({f"tst/{k}": v for k, v in record.items() if k != "step" and v is not None})
         super().log(step, global_avg_loss, global_max_loss, grad_norm, extra_metrics=extra)
 
         row = dict(record, loss=float(global_avg_loss), lr=float(extra.get("lr", float("nan"))),
-                   grad_norm=float(grad_norm))
+                   grad_norm=float(grad_norm), data_loading_pct=round(loading_pct, 3))
         self._flush()
         if self._validation_due(step):
             self._pending = row  # completed by log_validation of the same step

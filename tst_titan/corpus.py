@@ -487,7 +487,8 @@ def tokenizer_config() -> dict:
     }
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write a file so that readers see the old or the new content, never a partial one."""
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -504,9 +505,9 @@ def save_tokenizer(tokenizer, directory: str | os.PathLike) -> Path:
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _atomic_write_bytes(directory / "tokenizer.json", tokenizer.to_str().encode("utf-8"))
+    atomic_write_bytes(directory / "tokenizer.json", tokenizer.to_str().encode("utf-8"))
     config = json.dumps(tokenizer_config(), indent=2, sort_keys=True) + "\n"
-    _atomic_write_bytes(directory / "tokenizer_config.json", config.encode("utf-8"))
+    atomic_write_bytes(directory / "tokenizer_config.json", config.encode("utf-8"))
     return directory
 
 

@@ -50,6 +50,7 @@ from pathlib import Path
 import numpy as np
 
 from tst_titan import corpus
+from tst_titan.corpus import atomic_write_bytes
 
 __all__ = [
     "FORMAT",
@@ -85,15 +86,6 @@ class StoreMismatchError(ValueError):
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _json_bytes(obj) -> bytes:
@@ -334,7 +326,7 @@ def build_store(
         # claim the directory before anything else is written, so an interruption at any point
         # leaves something a re-run recognises
         progress = {"build_key": key, "params": params, "tokenizer_sha256": None, "shards": {}}
-        _atomic_write(out / PROGRESS, _json_bytes(progress))
+        atomic_write_bytes(out / PROGRESS, _json_bytes(progress))
 
     # -- split
     split_docs: dict[str, list[int]] = {s: [] for s in SPLITS}
@@ -360,7 +352,7 @@ def build_store(
                 os.replace(out / "tokenizer_config.json.tmp", out / "tokenizer_config.json")
             else:
                 config = dict(corpus.tokenizer_config(), bos_token=bos_token, eos_token=eos_token)
-                _atomic_write(out / "tokenizer_config.json", _json_bytes(config))
+                atomic_write_bytes(out / "tokenizer_config.json", _json_bytes(config))
     else:
         trained = True
         reuse = (
@@ -386,7 +378,7 @@ def build_store(
     eos_id = tokenizer.token_to_id(eos_token)
     if progress.get("tokenizer_sha256") != tok_sha:
         progress = {"build_key": key, "params": params, "tokenizer_sha256": tok_sha, "shards": {}}
-        _atomic_write(out / PROGRESS, _json_bytes(progress))
+        atomic_write_bytes(out / PROGRESS, _json_bytes(progress))
 
     # -- shards
     splits_info: dict[str, dict] = {}
@@ -414,13 +406,13 @@ def build_store(
                     t1 = time.perf_counter()
                     tokens, counts = encoder.tokens([texts[i] for i in group])
                     index = np.stack([np.asarray(group, dtype=np.int64), counts], axis=1)
-                    _atomic_write(out / rel_bin, tokens.tobytes())
+                    atomic_write_bytes(out / rel_bin, tokens.tobytes())
                     tmp_idx = out / (rel_idx + ".tmp.npy")
                     np.save(tmp_idx, index)
                     os.replace(tmp_idx, out / rel_idx)
                     n_tokens = int(tokens.size)
                     progress["shards"][rel_bin] = {"documents": len(group), "tokens": n_tokens}
-                    _atomic_write(out / PROGRESS, _json_bytes(progress))
+                    atomic_write_bytes(out / PROGRESS, _json_bytes(progress))
                     log(
                         f"{split} {name}: {len(group)} documents, {n_tokens} tokens "
                         f"({n_tokens / max(time.perf_counter() - t1, 1e-9):,.0f} tokens/s)"
@@ -468,7 +460,7 @@ def build_store(
         },
         "splits": splits_info,
     }
-    _atomic_write(out / MANIFEST, _json_bytes(manifest))
+    atomic_write_bytes(out / MANIFEST, _json_bytes(manifest))
     (out / PROGRESS).unlink(missing_ok=True)
     for leftover in out.glob("*.tmp"):
         leftover.unlink()

@@ -88,7 +88,7 @@ def test_dataset_state_carries_the_tst_settings():
     ds = TokenWindowDataset(ArrayStore(np.arange(3000)), sched, 0, settings=tst_settings(cfg, sched))
     assert ds.state_dict()["tst"] == {
         "enable": True, "bag_size": 4, "superposition_fraction": 0.3, "loss_weighting": "power",
-        "steps": 10, "seq_len": 8, "samples_per_step": 4, "switch_step": 3, "switch_sample": 12}
+        "mode": "full", "optimizer_at_switch": "keep", "steps": 10, "seq_len": 8, "samples_per_step": 4, "switch_step": 3, "switch_sample": 12}
     other_cfg = SimpleNamespace(tst=SimpleNamespace(**{**vars(cfg.tst), "loss_weighting": "uniform"}),
                                 training=cfg.training)
     other = TokenWindowDataset(ArrayStore(np.arange(3000)), sched, 0, settings=tst_settings(other_cfg, sched))
@@ -116,7 +116,7 @@ def test_a_real_checkpoint_carries_the_tst_settings(one, tmp_path):
     assert state["sample_index"] == 8 * 4
     assert state["tst"] == {
         "enable": True, "bag_size": 4, "superposition_fraction": 0.5, "loss_weighting": "uniform",
-        "steps": 8, "seq_len": 32, "samples_per_step": 4, "switch_step": 4, "switch_sample": 16}
+        "mode": "full", "optimizer_at_switch": "keep", "steps": 8, "seq_len": 32, "samples_per_step": 4, "switch_step": 4, "switch_sample": 16}
 
 
 # -- data faults through real trainer starts and runs -----------------------------------------

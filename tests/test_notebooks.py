@@ -1,5 +1,5 @@
 """The notebooks in notebooks/: executed end to end on a tiny TST/baseline pair made by our own
-code (``$TST_NOTEBOOK_RUNS``), and their committed versions checked (executed, with figures, the
+code (``$TST_NOTEBOOK_RUNS``; 03 on a tiny sweep, ``$TST_SWEEP``), and their committed versions checked (executed, with figures, the
 numbers quoted in their readings printed by their own cells, a reasonable size).
 
 ``pytest --nbmake notebooks/`` runs them too, on the benchmark output or the demo pair (see the
@@ -12,6 +12,7 @@ import re
 import pytest
 
 from tests.analysis_runs import tiny_pair
+from tests.sweep_runs import tiny_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(ROOT, "notebooks")
@@ -21,7 +22,10 @@ FIGURES = {
     "01_loss_curves.ipynb": ["loss_01_training_loss", "loss_02_val_loss", "loss_03_switch_zoom", "loss_04_speedup"],
     "02_embeddings.ipynb": ["emb_01_norms_vs_frequency", "emb_02_input_output_cosine", "emb_03_drift_vs_frequency",
                             "emb_04_pca", "emb_05_bag_decodability", "emb_06_phase1_entropy"],
+    "03_ablations.ipynb": ["abl_01_heatmap", "abl_02_modes", "abl_03_weightings", "abl_04_optimizer"],
 }
+#: Notebooks that read a sweep (``python -m tst_titan.sweep``) instead of a TST/baseline pair.
+SWEEP_NOTEBOOKS = ["03_ablations.ipynb"]
 CELL_TIMEOUT_S = 180
 
 
@@ -45,25 +49,46 @@ def _text_outputs(nb) -> str:
     return "\n".join(out)
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", NOTEBOOKS)
-def test_notebook_executes_on_a_tiny_pair(name, pair, monkeypatch):
+def _execute(name):
     import nbformat
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("TST_NOTEBOOK_RUNS", pair["dir"])
-    monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(os.path.join(NOTEBOOK_DIR, name), as_version=4)
     for cell in nb.cells:
         if cell.cell_type == "code":
             cell.outputs, cell.execution_count = [], None
     NotebookClient(nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
                    resources={"metadata": {"path": NOTEBOOK_DIR}}).execute()
+    return nb
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in NOTEBOOKS if n not in SWEEP_NOTEBOOKS])
+def test_notebook_executes_on_a_tiny_pair(name, pair, monkeypatch):
+    monkeypatch.setenv("TST_NOTEBOOK_RUNS", pair["dir"])
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = _execute(name)
     text = _text_outputs(nb)
     assert "runs from: $TST_NOTEBOOK_RUNS" in text
     assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     for fig in FIGURES[name]:
         path = os.path.join(pair["tst"], "figures", f"{fig}.png")
+        assert os.path.getsize(path) > 5_000, path
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SWEEP_NOTEBOOKS)
+def test_sweep_notebook_executes_on_a_tiny_sweep(name, tmp_path_factory, embedded_store, monkeypatch):
+    sweep_dir = tiny_sweep(tmp_path_factory)
+    monkeypatch.setenv("TST_SWEEP", sweep_dir)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = _execute(name)
+    text = _text_outputs(nb)
+    assert "sweep from: $TST_SWEEP" in text
+    assert "this sweep has no" not in text  # the tiny sweep has every ablation
+    assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    for fig in FIGURES[name]:
+        path = os.path.join(sweep_dir, "figures", f"{fig}.png")
         assert os.path.getsize(path) > 5_000, path
 
 

@@ -10,6 +10,8 @@ Enable it in a torchtitan TOML with::
     bag_size = 6                   # the paper's s
     superposition_fraction = 0.3   # the paper's r, a fraction of training.steps
     loss_weighting = "uniform"     # "uniform" | "power" | "mi" | "exponential"
+    mode = "full"                  # "full" | "input_only" | "output_only" (ablations, paper 5.2)
+    optimizer_at_switch = "keep"   # "keep" | "reset" AdamW's state at the first phase-2 step
 
 Every key can be overridden on the command line (``--tst.bag_size 4``). torchtitan merges the
 ``JobConfig`` below into its own; importing this module also registers the TST train specs, so the
@@ -23,7 +25,9 @@ from dataclasses import dataclass, field
 
 # Importing the package applies the CPU accommodations (no-op with CUDA) and registers train specs.
 import tst_titan  # noqa: F401
+from tst_titan.data import MODES
 from tst_titan.loss import LOSS_WEIGHTINGS
+from tst_titan.optimizer import OPTIMIZER_AT_SWITCH
 
 
 class ConfigError(ValueError):
@@ -46,6 +50,17 @@ class TST:
     """Weight of target i of the next bag: "uniform", "power" (1/i), "mi" (the paper's fitted
     mutual-information curve 3.63 + 1.35 i^-1.25) or "exponential" (e^-i); normalised to mean 1."""
 
+    mode: str = "full"
+    """Which side of phase 1 is superposed (the paper's section 5.2 ablation): "full" (bag input,
+    next-bag target), "input_only" (bag input, target the next single token after the bag) or
+    "output_only" (ordinary token input, each position predicts its next s tokens with the bag loss).
+    Phase 2 is ordinary next-token training in every mode."""
+
+    optimizer_at_switch: str = "keep"
+    """At the first phase-2 step, "keep" the optimizer state (AdamW moments; what a torchtitan
+    resume does) or "reset" it to a fresh optimizer's (what patch-level training did). The
+    learning-rate schedule runs on unchanged in both."""
+
 
 @dataclass
 class JobConfig:
@@ -66,6 +81,18 @@ def validate_tst_section(tst: TST) -> None:
         raise ConfigError(
             f"tst.loss_weighting must be one of {', '.join(map(repr, LOSS_WEIGHTINGS))}, "
             f"got {tst.loss_weighting!r}"
+        )
+    if tst.mode not in MODES:
+        raise ConfigError(f"tst.mode must be one of {', '.join(map(repr, MODES))}, got {tst.mode!r}")
+    if tst.optimizer_at_switch not in OPTIMIZER_AT_SWITCH:
+        raise ConfigError(
+            f"tst.optimizer_at_switch must be one of {', '.join(map(repr, OPTIMIZER_AT_SWITCH))}, "
+            f"got {tst.optimizer_at_switch!r}"
+        )
+    if tst.enable and tst.mode != "full" and tst.bag_size < 2:
+        raise ConfigError(
+            f"tst.mode = {tst.mode!r} needs tst.bag_size >= 2, got {tst.bag_size}: with one token per "
+            "bag it is ordinary next-token training (use tst.enable = false for the baseline)"
         )
 
 
@@ -103,6 +130,12 @@ def validate_job_config(job_config) -> None:
     if not is_tst_spec:
         return
 
+    if tst.enable and tst.optimizer_at_switch == "reset" and job_config.optimizer.early_step_in_backward:
+        raise ConfigError(
+            "tst.optimizer_at_switch = 'reset' needs optimizer.early_step_in_backward = false: the "
+            "reset runs right before the first phase-2 optimizer step, which happens inside the "
+            "backward pass with early_step_in_backward"
+        )
     par = job_config.parallelism
     if par.pipeline_parallel_degree > 1 and tst.enable:
         raise ConfigError(

@@ -7,6 +7,19 @@ A TST run has two phases inside one torchtitan run of ``training.steps`` optimiz
   and the labels are the *next* bag of every position, also ``[L, s]``;
 * phase 2 (recovery): ordinary ``[L]`` inputs with next-token ``[L]`` labels.
 
+``tst.mode`` chooses which side of phase 1 is superposed (the paper's section 5.2 ablation); only the
+samples change, because the model averages when its *input* is 3-D and the loss uses the bag form
+when the *labels* are 3-D:
+
+=================  ===================  ==========================================  =============
+``tst.mode``       input               labels                                      window
+=================  ===================  ==========================================  =============
+``full``           ``[L, s]`` bags      ``[L, s]``: the next bag                    ``s * (L + 1)``
+``input_only``     ``[L, s]`` bags      ``[L]``: the next token after each bag      ``s * L + 1``
+                                        (the first token of the next bag)
+``output_only``    ``[L]`` tokens       ``[L, s]``: tokens ``t+1 .. t+s``           ``L + s``
+=================  ===================  ==========================================  =============
+
 The model and the loss only look at the shape of what they get (3-D means bags), so nothing else
 needs the step counter and torchtitan's trainer is untouched. The switch is a *sample count* per
 data-parallel rank (``switch_step * local_batch_size * grad_accum_steps``) kept in the dataset's
@@ -39,6 +52,9 @@ from torch.utils.data import IterableDataset
 from torchtitan.components.dataloader import ParallelAwareDataloader
 from torchtitan.tools.logging import logger
 
+#: ``tst.mode`` values: which side of a phase-1 sample is superposed (see the module docstring).
+MODES = ("full", "input_only", "output_only")
+
 #: ``training.dataset`` values the TST specs understand.
 DATASETS = {
     "embedded": "the Python standard library's sources, tokenized on first use into "
@@ -59,6 +75,7 @@ class PhaseSchedule:
     seq_len: int
     samples_per_step: int  # per data-parallel rank: local_batch_size * gradient accumulation
     dp_world_size: int
+    mode: str = "full"  # tst.mode: "full", "input_only" or "output_only" (phase 1 only)
 
     @classmethod
     def from_job_config(cls, job_config, dp_world_size: int) -> "PhaseSchedule":
@@ -76,6 +93,7 @@ class PhaseSchedule:
             seq_len=training.seq_len,
             samples_per_step=training.local_batch_size * max(grad_accum, 1),
             dp_world_size=dp_world_size,
+            mode=getattr(tst, "mode", "full") if enabled else "full",
         )
 
     @property
@@ -91,25 +109,38 @@ class PhaseSchedule:
         return 1 if sample_index < self.switch_sample else 2
 
     def bag_size_of_phase(self, phase: int) -> int:
-        return self.bag_size if phase == 1 else 1
+        """Tokens per input position (alias of :meth:`input_bag_size`)."""
+        return self.input_bag_size(phase)
+
+    def input_bag_size(self, phase: int) -> int:
+        """Tokens averaged into one input position: s in phase 1 unless ``output_only``."""
+        return self.bag_size if phase == 1 and self.mode != "output_only" else 1
+
+    def target_bag_size(self, phase: int) -> int:
+        """Targets per position: s in phase 1 unless ``input_only``."""
+        return self.bag_size if phase == 1 and self.mode != "input_only" else 1
 
     def window(self, phase: int) -> int:
-        """Tokens one sample consumes: L positions plus one more bag (or token) for the labels."""
-        return self.bag_size_of_phase(phase) * (self.seq_len + 1)
+        """Tokens one sample consumes (see :func:`window_tokens`)."""
+        return window_tokens(self.mode if phase == 1 else "full",
+                             self.bag_size if phase == 1 else 1, self.seq_len)[0]
 
     def global_positions_per_step(self) -> int:
         return self.samples_per_step * self.dp_world_size * self.seq_len
 
     def raw_tokens_seen(self, step: int) -> int:
-        """Input tokens read by all ranks after ``step`` steps (phase 1 reads s per position)."""
+        """Input tokens read by all ranks after ``step`` steps: phase 1 reads s per position
+        (``full``, ``input_only``) or one (``output_only``: its targets are the text that follows)."""
         bag_steps = min(step, self.switch_step)
-        return self.global_positions_per_step() * (self.bag_size * bag_steps + step - bag_steps)
+        s_in = self.input_bag_size(1)
+        return self.global_positions_per_step() * (s_in * bag_steps + step - bag_steps)
 
     def position_after(self, samples: int, n_tokens: int) -> tuple[int, int]:
         """``(cursor, epoch)`` of a rank's dataset after it served ``samples`` samples from a split
         of ``n_tokens`` tokens -- what :class:`TokenWindowDataset` reaches one sample at a time:
-        strides of ``window * dp_world_size`` (``s*(L+1)`` per rank in phase 1, ``L+1`` after),
-        a new epoch (cursor 0) when the next stride does not fit."""
+        strides of ``window * dp_world_size`` (per rank ``s*(L+1)`` in phase 1 -- ``s*L+1`` with
+        ``input_only``, ``L+s`` with ``output_only`` -- and ``L+1`` after), a new epoch (cursor 0)
+        when the next stride does not fit."""
         if samples <= 0:
             return 0, 0
 
@@ -131,6 +162,19 @@ class PhaseSchedule:
         return run(samples - bag_samples, self.window(2) * world, cursor, epoch)
 
 
+def window_tokens(mode: str, bag_size: int, seq_len: int) -> tuple[int, str]:
+    """Tokens one phase-1 sample of ``mode`` takes (and the formula, for messages): L positions and
+    the tokens their labels need. With ``bag_size`` 1 every mode is the plain ``L + 1``."""
+    s, L = bag_size, seq_len
+    if mode == "full":
+        return s * (L + 1), f"tst.bag_size ({s}) x (training.seq_len ({L}) + 1)"
+    if mode == "input_only":
+        return s * L + 1, f"tst.bag_size ({s}) x training.seq_len ({L}) + 1"
+    if mode == "output_only":
+        return L + s, f"training.seq_len ({L}) + tst.bag_size ({s})"
+    raise ValueError(f"tst.mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+
+
 class TrainingRun:
     """What one trainer's pieces in this process share about its training data.
 
@@ -142,12 +186,17 @@ class TrainingRun:
     * ``resume_step``: the step the learning-rate scheduler state was loaded at (its
       ``last_epoch`` is the trainer step), so the dataset can follow the step when its own state
       was not loaded (:func:`resume_aware_lr_schedulers`);
-    * ``datasets``: this process's training dataset(s), for the epoch and position checks.
+    * ``datasets``: this process's training dataset(s), for the epoch and position checks, and
+      for the optimizer reset at the switch (``tst.optimizer_at_switch``, :mod:`tst_titan.optimizer`):
+      at an optimizer step the training data has served exactly ``step x samples per step``;
+    * ``settings``: the run's ``[tst]`` settings (:func:`tst_settings`), for the pieces torchtitan
+      builds without the job config (the optimizers).
     """
 
     def __init__(self) -> None:
         self.resume_step: int | None = None
         self.datasets: list[TokenWindowDataset] = []
+        self.settings: dict[str, Any] = {}
 
     def set_resume_step(self, step: int) -> None:
         self.resume_step = int(step)
@@ -221,6 +270,8 @@ def tst_settings(job_config, schedule: PhaseSchedule) -> dict[str, Any]:
         "bag_size": tst.bag_size if tst is not None else 1,
         "superposition_fraction": tst.superposition_fraction if tst is not None else 0.0,
         "loss_weighting": tst.loss_weighting if tst is not None else "uniform",
+        "mode": getattr(tst, "mode", "full") if tst is not None else "full",
+        "optimizer_at_switch": getattr(tst, "optimizer_at_switch", "keep") if tst is not None else "keep",
         "steps": job_config.training.steps,
         "seq_len": schedule.seq_len,
         "samples_per_step": schedule.samples_per_step,
@@ -235,6 +286,8 @@ _RESUME_KEYS = (
     ("bag_size", "tst.bag_size"),
     ("superposition_fraction", "tst.superposition_fraction"),
     ("loss_weighting", "tst.loss_weighting"),
+    ("mode", "tst.mode"),
+    ("optimizer_at_switch", "tst.optimizer_at_switch"),
     ("seq_len", "training.seq_len"),
     ("samples_per_step", "training.local_batch_size / training.global_batch_size"),
     ("switch_sample", "training.steps"),
@@ -267,14 +320,16 @@ class TokenWindowDataset(IterableDataset, Stateful):
         self._state_loaded = False
         self._synced = False
         n_tokens = len(store)
-        first_window = schedule.window(schedule.phase_of_sample(0))
+        first_phase = schedule.phase_of_sample(0)
+        first_window = schedule.window(first_phase)
         needed = first_window * schedule.dp_world_size
         if n_tokens < needed:
+            formula = (window_tokens(schedule.mode, schedule.bag_size, schedule.seq_len)[1]
+                       if first_phase == 1 else f"training.seq_len ({schedule.seq_len}) + 1")
             raise ValueError(
                 f"the {name} split of {store.path} has {n_tokens} tokens, fewer than one "
                 f"sample needs on {schedule.dp_world_size} rank(s): {needed} "
-                f"(= bag {schedule.bag_size_of_phase(1 if schedule.switch_sample else 2)} x "
-                f"(training.seq_len {schedule.seq_len} + 1) per rank); use more text or a shorter "
+                f"(= {formula} per rank); use more text or a shorter "
                 "training.seq_len / tst.bag_size"
             )
         self.sample_index = 0
@@ -345,14 +400,22 @@ class TokenWindowDataset(IterableDataset, Stateful):
             if item is None:
                 return
             tokens, phase = item
-            x = torch.from_numpy(tokens.astype(np.int64))
-            s = self.schedule.bag_size_of_phase(phase)
-            if phase == 1:
-                # [s*(L+1)] -> input: bags 0..L-1, labels: bags 1..L (each position's next bag).
-                bags = x.view(self.schedule.seq_len + 1, s)
-                yield {"input": bags[:-1]}, bags[1:]
-            else:
-                yield {"input": x[:-1]}, x[1:]
+            yield self._sample(torch.from_numpy(tokens.astype(np.int64)), phase)
+
+    def _sample(self, x: torch.Tensor, phase: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """(input, labels) of one window ``x`` (see the table in the module docstring)."""
+        if phase != 1:
+            return {"input": x[:-1]}, x[1:]
+        s, L, mode = self.schedule.bag_size, self.schedule.seq_len, self.schedule.mode
+        if mode == "input_only":
+            # [s*L + 1] -> input: bags 0..L-1; label of bag j: token (j+1)*s, the one after it.
+            return {"input": x[: s * L].view(L, s)}, x[s : s * L + 1 : s].contiguous()
+        if mode == "output_only":
+            # [L + s] -> input: tokens 0..L-1; labels of position t: tokens t+1..t+s.
+            return {"input": x[:L]}, x[1:].unfold(0, s, 1).contiguous()
+        # full: [s*(L+1)] -> input: bags 0..L-1, labels: bags 1..L (each position's next bag).
+        bags = x.view(L + 1, s)
+        return {"input": bags[:-1]}, bags[1:]
 
     # -- checkpointed state ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -414,7 +477,8 @@ class TokenWindowDataset(IterableDataset, Stateful):
 def _format_settings(settings: dict[str, Any]) -> str:
     return ", ".join(
         f"{k} = {settings[k]!r}" for k in ("enable", "bag_size", "superposition_fraction",
-                                           "loss_weighting", "steps") if k in settings
+                                           "loss_weighting", "mode", "optimizer_at_switch",
+                                           "steps") if k in settings
     )
 
 
@@ -494,9 +558,10 @@ def build_tst_dataloader(dp_world_size: int, dp_rank: int, tokenizer, job_config
 
     schedule = PhaseSchedule.from_job_config(job_config, dp_world_size)
     run = begin_training_run()
+    run.settings = tst_settings(job_config, schedule)
     dataset = TokenWindowDataset(
         TokenStore(ensure_store(job_config), "train"), schedule, dp_rank, infinite=True,
-        run=run, settings=tst_settings(job_config, schedule),
+        run=run, settings=run.settings,
     )
     run.datasets.append(dataset)
     return ParallelAwareDataloader(

@@ -181,7 +181,7 @@ def dry_run(config_path: str, overrides: list[str] = (), world_size: int | None 
     params = _count_params(model, model_args)
     positions = par["global_batch_size"] * training.seq_len
     enabled = tst is not None and tst.enable
-    s = tst.bag_size if enabled else 1
+    s = tst.bag_size if enabled and getattr(tst, "mode", "full") != "output_only" else 1
     bag_steps = round(tst.superposition_fraction * training.steps) if enabled else 0
     return {
         "config": os.path.abspath(config_path),
@@ -199,6 +199,8 @@ def dry_run(config_path: str, overrides: list[str] = (), world_size: int | None 
             "enable": tst.enable,
             "bag_size": tst.bag_size,
             "superposition_fraction": tst.superposition_fraction,
+            "mode": getattr(tst, "mode", "full"),
+            "optimizer_at_switch": getattr(tst, "optimizer_at_switch", "keep"),
             "bag_steps": bag_steps,
             "steps": training.steps,
         },

@@ -133,12 +133,12 @@ def check_parallel_shapes(job_config, model_args) -> None:
 # -- sample size ----------------------------------------------------------------------------------
 def sample_window(job_config) -> tuple[int, str]:
     """Tokens the largest sample takes, and what it is (phase-1 bag window or plain window)."""
+    from tst_titan.data import window_tokens
+
     tst, training = job_config.tst, job_config.training
     bag_steps = round(tst.superposition_fraction * training.steps) if tst.enable else 0
     if bag_steps > 0:
-        return tst.bag_size * (training.seq_len + 1), (
-            f"tst.bag_size ({tst.bag_size}) x (training.seq_len ({training.seq_len}) + 1)"
-        )
+        return window_tokens(getattr(tst, "mode", "full"), tst.bag_size, training.seq_len)
     return training.seq_len + 1, f"training.seq_len ({training.seq_len}) + 1"
 
 

@@ -9,7 +9,11 @@ family:
   (``tst_titan.embedding``) and the CPU fix-ups (``tst_titan.cpu``, no-op with CUDA);
 * loss: ``bag_cross_entropy`` (3-D labels: next bag; 2-D: torchtitan's cross-entropy);
 * validator: next-token loss on the same held-out tokens at every evaluation;
-* metrics: positions-based throughput/MFU and ``metrics.jsonl``.
+* metrics: positions-based throughput/MFU and ``metrics.jsonl``;
+
+and two wrapped: the learning-rate schedulers report the step they resume at to the data, and
+the optimizers reset their state at the switch with ``tst.optimizer_at_switch = "reset"``
+(``tst_titan.optimizer``).
 
 The model class is untouched, so a TST checkpoint loads into the stock spec. With
 ``[tst] enable = false`` the same spec is the exact baseline: same data, same model, plain
@@ -29,6 +33,7 @@ from tst_titan.embedding import install_bag_embedding
 from tst_titan.flavors import EXTRA_FLAVORS
 from tst_titan.loss import build_bag_loss
 from tst_titan.metrics import build_tst_metrics_processor
+from tst_titan.optimizer import switch_aware_optimizers
 from tst_titan.validation import build_tst_validator
 
 #: Decoder families of torchtitan 0.2.2 that get a TST spec.
@@ -66,6 +71,8 @@ def make_tst_spec(base: TrainSpec, extra_flavors: dict | None = None) -> TrainSp
         build_metrics_processor_fn=build_tst_metrics_processor,
         # the data follows the resumed step even without its own state (tst_titan.data)
         build_lr_schedulers_fn=resume_aware_lr_schedulers(base.build_lr_schedulers_fn),
+        # tst.optimizer_at_switch = "reset": clear the optimizer state before the first phase-2 step
+        build_optimizers_fn=switch_aware_optimizers(base.build_optimizers_fn),
     )
 
 

@@ -13,3 +13,26 @@ def embedded_store():
 
     ensure_embedded_store(EMBEDDED_STORE, vocab_size=2048)
     return EMBEDDED_STORE
+
+
+# The reliability run families (tests/reliability_runs.py) are trained once per session and shared
+# by test_resume.py and test_data_faults.py.
+@pytest.fixture(scope="session")
+def one(tmp_path_factory, embedded_store):
+    from tests.reliability_runs import one_process_family
+
+    return one_process_family(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def fsdp(tmp_path_factory, embedded_store):
+    from tests.reliability_runs import fsdp_family
+
+    return fsdp_family(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def twins(tmp_path_factory, embedded_store):
+    from tests.reliability_runs import twin_family
+
+    return twin_family(tmp_path_factory)

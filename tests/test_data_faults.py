@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.reliability_runs import one_process_family, short_documents, twin_family
+from tests.reliability_runs import short_documents
 from tests.test_data import ArrayStore, job
 from tst_titan.data import PhaseSchedule, TokenWindowDataset, TrainingRun
 
@@ -94,16 +94,6 @@ def test_dataset_state_carries_the_tst_settings():
     other = TokenWindowDataset(ArrayStore(np.arange(3000)), sched, 0, settings=tst_settings(other_cfg, sched))
     with pytest.raises(ValueError, match=r"tst\.loss_weighting = 'power'.*this run has 'uniform'"):
         other.load_state_dict(ds.state_dict())
-
-
-@pytest.fixture(scope="module")
-def one(tmp_path_factory, embedded_store):
-    return one_process_family(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def twins(tmp_path_factory, embedded_store):
-    return twin_family(tmp_path_factory)
 
 
 def test_a_real_checkpoint_carries_the_tst_settings(one, tmp_path):

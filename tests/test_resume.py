@@ -10,8 +10,7 @@ import re
 
 import pytest
 
-from tests.reliability_runs import (RESUME_STEPS, fsdp_family, one_process_family,
-                                    twin_family)
+from tests.reliability_runs import RESUME_STEPS
 
 pytestmark = pytest.mark.usefixtures("embedded_store")
 
@@ -22,21 +21,6 @@ COMPARED = ("step", "phase", "epoch", "loss", "val_loss", "lr", "grad_norm", "ra
 
 def _rows(rows, after=0):
     return [{k: r.get(k) for k in COMPARED} for r in rows if r["step"] > after]
-
-
-@pytest.fixture(scope="module")
-def one(tmp_path_factory, embedded_store):
-    return one_process_family(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def fsdp(tmp_path_factory, embedded_store):
-    return fsdp_family(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def twins(tmp_path_factory, embedded_store):
-    return twin_family(tmp_path_factory)
 
 
 def test_uninterrupted_run_switches_after_step_four(one):

@@ -3,7 +3,7 @@
 # with torch.compile and real float8 (plus a bf16 reference), and the debug MoE with grouped GEMMs
 # (plus an exploratory float8 grouped-GEMM run), a few steps each on GPU 0. Writes step times per
 # phase, tokens/s, peak memory and MFU to outputs/gpu_check/gpu_check.json (--out DIR to change);
-# each run's log and metrics.jsonl are kept next to it. See tst_titan/gpucheck.py.
+# each run's log and metrics.jsonl are kept next to it. See tst_titan/experiments/gpucheck.py.
 #
 #   bash scripts/gpu_check.sh               # on a GPU machine with the package installed
 #   bash scripts/gpu_check.sh --cpu-smoke   # the same mechanics on CPU in ~1 minute (tests run it)
@@ -18,4 +18,4 @@ fi
 if [[ " $* " != *" --cpu-smoke "* ]]; then
     export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
 fi
-exec "$PYTHON" -m tst_titan.gpucheck "$@"
+exec "$PYTHON" -m tst_titan.tools.gpucheck "$@"

@@ -6,4 +6,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec .venv/bin/python -m tst_titan.bench --quick "$@"
+exec .venv/bin/python -m tst_titan.tools.bench --quick "$@"

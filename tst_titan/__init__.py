@@ -1,19 +1,17 @@
 """tst_titan: Token Superposition Training (Peng, Gigant, Quesnelle, arXiv 2605.06546) on
 torchtitan 0.2.2.
 
-Importing the package (torchtitan does, through ``[job] custom_config_module =
-"tst_titan.config"``) makes torchtitan usable on CPU-only machines (``tst_titan.cpu``; no-op with
-CUDA) and registers the ``tst_<family>`` train specs (``tst_titan.specs``).
+Importing the package gives the method (``bag_cross_entropy``, ``bag_mean``) and changes nothing
+in torchtitan. A training run activates the extension through ``[job] custom_config_module =
+"tst_titan.config"``, which registers the ``tst_<family>`` train specs and applies the
+accommodations in ``tst_titan.infra`` (see ``tst_titan.train_spec.register``).
+
+Layers, each importing only those before it: ``job_config``, ``run_files`` -> ``method`` ->
+``datastore`` -> ``infra`` -> ``components`` -> ``flavors``, ``train_spec``, ``config`` ->
+``analysis``, ``export``, ``experiments`` -> ``tools``.
 """
 
-from tst_titan import cpu as _cpu
+from tst_titan.method import bag_cross_entropy, bag_mean, bag_weights
 
-_cpu.apply()
-
-from tst_titan.loss import bag_cross_entropy, bag_weights  # noqa: E402
-from tst_titan.specs import register_all as _register_all  # noqa: E402
-
-_register_all()
-
-__all__ = ["bag_cross_entropy", "bag_weights"]
+__all__ = ["bag_cross_entropy", "bag_mean", "bag_weights"]
 __version__ = "0.1.0"

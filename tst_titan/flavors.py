@@ -11,11 +11,11 @@ flavor        shape                                                        vocab
 ``3B``        SmolLM3-3B: dim 2048, 36 layers, 16 heads, 4 KV heads, FFN 11008  128256   3.338 B
 ``tiny``      dim 64, 2 layers, 4 heads (CPU)                                    2048     0.37 M
 ``debug``     dim 128, 4 layers, 4 heads (CPU)                                   2048     1.38 M
-``micro``     dim 32, 2 layers, 2 heads (CPU, ``bench regime``)                  512      0.05 M
+``micro``     dim 32, 2 layers, 2 heads (CPU, ``bench regime``)                  512      0.06 M
 ============  ===========================================================  ==========  =========
 
 The names are the paper's; the counts are torchtitan's (``get_nparams_and_flops``). "270M" is
-254 M (a spike counted the same), "600M" is 561 M, "3B" is 3.34 B: SmolLM3-3B is 3.08 B with *tied* embeddings,
+254 M, "600M" is 561 M, "3B" is 3.34 B: SmolLM3-3B is 3.08 B with *tied* embeddings,
 the paper's models are untied (+263 M). llama3's ``TransformerModelArgs`` derives the FFN width
 as ``multiple_of * ceil(int(ffn_dim_multiplier * int(8 * dim / 3)) / multiple_of)``:
 576 -> 1536 and 960 -> 2560 with no multiplier and ``multiple_of = 256``; 2048 -> 11008 with
@@ -43,24 +43,26 @@ Llama-3 tokenizer fits (the store's vocab may be smaller than the model's). +123
 
 from __future__ import annotations
 
+from torchtitan.models.llama3 import TransformerModelArgs
+from torchtitan.models.moe import MoEArgs
+from torchtitan.models.qwen3 import Qwen3ModelArgs
+
 #: Llama-3 tokenizer vocabulary (the paper's tokenizer for the dense models).
 LLAMA3_VOCAB = 128256
 
 
 def llama3_flavors() -> dict:
-    from torchtitan.models.llama3 import TransformerModelArgs
-
     return {
         # CPU-sized models for laptops, tests and the benchmark (vocab of the embedded tokenizer).
-        # ~0.4 M parameters: trains at tens of thousands of tokens/s on 2 cores.
+        # 0.37 M parameters: trains at tens of thousands of tokens/s on 2 cores.
         "tiny": TransformerModelArgs(
             dim=64, n_layers=2, n_heads=4, vocab_size=2048, multiple_of=64, rope_theta=10000
         ),
-        # ~1.6 M parameters: the debug config's model.
+        # 1.38 M parameters: the debug config's model.
         "debug": TransformerModelArgs(
             dim=128, n_layers=4, n_heads=4, vocab_size=2048, multiple_of=128, rope_theta=10000
         ),
-        # ~50 k parameters, vocab 512: the smallest model, for `bench regime` to reach hundreds of
+        # 60 k parameters, vocab 512: the smallest model, for `bench regime` to reach hundreds of
         # training tokens per parameter on a laptop.
         "micro": TransformerModelArgs(
             dim=32, n_layers=2, n_heads=2, vocab_size=512, multiple_of=32, rope_theta=10000
@@ -82,9 +84,6 @@ def llama3_flavors() -> dict:
 
 
 def qwen3_flavors() -> dict:
-    from torchtitan.models.moe import MoEArgs
-    from torchtitan.models.qwen3 import Qwen3ModelArgs
-
     def tiny_moe(use_grouped_mm: bool) -> Qwen3ModelArgs:
         return Qwen3ModelArgs(
             dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, hidden_dim=192,
@@ -98,7 +97,7 @@ def qwen3_flavors() -> dict:
         )
 
     return {
-        # ~0.4 M parameters, untied embeddings, for CPU runs of the qwen3 code path.
+        # 0.36 M parameters, untied embeddings, for CPU runs of the qwen3 code path.
         "tiny": Qwen3ModelArgs(
             dim=64, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, hidden_dim=192,
             vocab_size=2048, max_seq_len=4096, rope_theta=10000, qk_norm=True,

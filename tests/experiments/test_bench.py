@@ -1,0 +1,85 @@
+"""The benchmark commands end to end, shrunk to a few steps (figures are not asserted: speed is
+measured by the benchmark, not by tests)."""
+
+import json
+import os
+
+import pytest
+
+from tst_titan.experiments import bench
+from tst_titan.method.schedule import switch_step
+from tst_titan.tools import bench as bench_tool
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("embedded_store")
+def test_tiny_bench_writes_json_and_png(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert bench_tool.main(["--quick", "--steps", "20", "--k", "1.5", "--lr-grid", "3e-3,1e-2",
+                            "--flavor", "tiny", "--small-corpus", "--out", str(out)]) == 0
+    result = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.png").stat().st_size > 10_000
+    assert [g["lr"] for g in result["learning_rate"]["grid"]] == [3e-3, 1e-2]
+    chosen = min(result["learning_rate"]["grid"], key=lambda g: g["final_val_loss"])["lr"]
+    assert result["learning_rate"]["chosen"] == chosen
+    # TST reads s times the text of the baseline during its r*N bag steps
+    n, s, r = 20, result["setup"]["bag_size"], result["setup"]["superposition_fraction"]
+    per_step = result["setup"]["batch"] * result["setup"]["seq_len"]
+    bag_steps = switch_step(r, n)
+    assert result["raw_tokens_read"]["tst"] == per_step * (s * bag_steps + n - bag_steps)
+    # the baseline runs k*N = 30 steps, rounded up to whole evaluation intervals (20): 40
+    assert result["setup"]["val_every"] == 20
+    assert result["positions"]["baseline"] == per_step * 40
+    assert result["speedup_to_tst_final_val_loss"]["steps_str"].endswith("x")
+    assert result["step_time"]["step_time_ratio"] > 0 and result["loader"]["tokens_per_s"] > 0
+    assert "tst_titan" in result["versions"]
+    printed = capsys.readouterr().out
+    assert "speedup to TST's final val loss, steps" in printed and "ETA" in printed
+
+
+def test_loss_bench_writes_json(tmp_path):
+    assert bench_tool.main(["loss", "--vocabs", "512", "--bag-sizes", "1,4", "--positions", "32",
+                            "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "bench_loss.json").read_text())["rows"]
+    assert [(r["vocab"], r["bag_size"]) for r in rows] == [(512, 1), (512, 4)]
+    assert all(r["time_vs_one_ce"] > 0 and r["bag_cross_entropy_peak_bytes"] >= 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_regime_pairs_on_a_small_store(tmp_path):
+    setup = bench.RegimeSetup(tokens_per_param=(0.5, 1.5), include_site_packages=False,
+                              dataset_path=str(tmp_path / "store"))
+    result = bench.regime(setup, str(tmp_path / "regime"), quiet=True)
+    # 0.5 and 1.5 tokens/param of a 59,552-parameter model at 2,048 positions a step, in tens
+    assert result["parameters"] == 59552
+    assert [p["steps"] for p in result["pairs"]] == [20, 40]
+    for p in result["pairs"]:
+        assert p["val_loss_difference"] == pytest.approx(p["tst_val_loss"] - p["baseline_val_loss"])
+    assert os.path.exists(tmp_path / "regime" / "regime.png")
+
+
+def test_bad_arguments_name_the_option(capsys):
+    with pytest.raises(SystemExit) as e:
+        bench_tool.main(["--lr-grid", "fast"])
+    assert e.value.code == 2 and "--lr-grid" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        bench_tool.main(["--corpus", "/no/such/folder"])
+    assert "--corpus" in capsys.readouterr().err
+
+
+def test_iso_loss_speedup_and_crossover_arithmetic():
+    pairs = [
+        {"tokens_per_param": 1, "flops": 100.0, "baseline_val_loss": 6.0, "tst_val_loss": 6.5},
+        {"tokens_per_param": 10, "flops": 1000.0, "baseline_val_loss": 5.0, "tst_val_loss": 5.0},
+        {"tokens_per_param": 100, "flops": 10000.0, "baseline_val_loss": 4.0, "tst_val_loss": 3.5},
+    ]
+    for p in pairs:
+        p["val_loss_difference"] = p["tst_val_loss"] - p["baseline_val_loss"]
+    bench._iso_loss_speedups(pairs)
+    assert pairs[0]["speedup"] is None and "above" in pairs[0]["speedup_note"]
+    assert pairs[1]["speedup"] == pytest.approx(1.0)
+    assert pairs[2]["speedup"] is None and "below" in pairs[2]["speedup_note"]
+    pairs[2]["tst_val_loss"] = 4.5  # halfway between the 1e3 and 1e4 baselines in log-FLOPs
+    bench._iso_loss_speedups(pairs)
+    assert pairs[2]["speedup"] == pytest.approx(10 ** 3.5 / 10000.0)
+    assert bench._crossover(pairs) == pytest.approx(10.0)

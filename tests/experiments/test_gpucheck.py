@@ -1,0 +1,54 @@
+"""scripts/gpu_check.sh: its mechanics on CPU (--cpu-smoke), since this machine has no GPU."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers.trainer import ROOT
+from tst_titan.experiments.gpucheck import parse_log, plan
+
+pytestmark = pytest.mark.usefixtures("embedded_store")
+
+
+def test_gpu_plan_uses_the_paper_configs_with_compile_and_float8():
+    runs = {r.name: r for r in plan(cpu_smoke=False)}
+    assert runs["270m_tst"].config == "270m_tst.toml" and runs["270m_baseline"].config == "270m_baseline.toml"
+    for name in ("270m_tst", "270m_baseline"):  # as configured: compile on, float8 converter kept
+        assert not runs[name].drop_converters and "--compile.no-enable" not in runs[name].overrides
+    assert runs["270m_baseline_bf16"].drop_converters
+    assert "debug_moe_gmm" in runs["debug_moe_gmm"].overrides
+    assert "tst.quantize.grouped_mm.float8" in runs["debug_moe_gmm_float8"].overrides
+    assert sum(r.timeout_s for r in runs.values()) <= 480  # < 8 minutes of runs on one GPU
+
+
+def test_console_lines_are_parsed():
+    line = ("[titan] 2026-01-01 - root - INFO - step: 12  loss:  3.21000  grad_norm:  0.5000  "
+            "memory: 41.60GiB(29.74%)  tps: 123,456  tflops: 180.20  mfu: 18.22%")
+    assert parse_log(line) == [{"step": 12, "memory_gib": 41.6, "memory_pct": 29.74, "tps": 123456, "mfu_pct": 18.22}]
+
+
+@pytest.mark.slow
+def test_cpu_smoke_writes_a_report(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_check.sh"), "--cpu-smoke", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "gpu_check.json") as f:
+        report = json.load(f)
+    assert report["mode"] == "cpu-smoke"
+    status = {r["name"]: r["status"] for r in report["runs"]}
+    assert status == {"270m_tst": "ok", "270m_baseline": "ok", "270m_baseline_bf16": "skipped",
+                      "debug_moe_gmm": "ok", "debug_moe_gmm_float8": "skipped"}
+    runs = {r["name"]: r for r in report["runs"]}
+    for name in ("270m_tst", "270m_baseline", "debug_moe_gmm"):
+        run = runs[name]
+        assert run["steps_logged"] == 4 and run["peak_reserved_gib"] > 0
+        assert set(run["phases"]) == ({"1", "2"} if name != "270m_baseline" else {"2"})
+        assert all(p["median_step_s"] > 0 for p in run["phases"].values())
+    tst = runs["270m_tst"]["phases"]
+    # phase 1 reads s = 6 tokens per position
+    assert tst["1"]["text_tokens_per_s"] == pytest.approx(6 * tst["1"]["positions_per_s"], rel=1e-3)
+    assert report["ratios"]["tst_phase1_step_over_baseline_step"] > 0

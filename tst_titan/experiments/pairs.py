@@ -1,0 +1,150 @@
+"""The TST run and baseline run the notebooks analyse: found (:func:`find_runs`), or trained now
+with our own code as a demo pair (:func:`make_demo_runs`: tiny model, embedded corpus,
+checkpoints around the switch) when no benchmark output exists."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from typing import Any
+
+from tst_titan.analysis.runs import checkpoint_dir, checkpoint_steps, relpath, stage_checkpoints
+from tst_titan.experiments.bench import BenchSetup, prepare_data, run_overrides
+from tst_titan.experiments.runner import Progress, run_training
+from tst_titan.method.schedule import switch_step
+from tst_titan.run_files import METRICS_FILE
+
+#: The folder a demo pair goes to when no benchmark output exists (relative to the current directory).
+DEMO_DIR = os.path.join("outputs", "notebook_demo")
+#: ``<dir>/tst`` and ``<dir>/baseline``: the runs the notebooks read instead of the defaults.
+RUNS_ENV = "TST_NOTEBOOK_RUNS"
+#: Benchmark outputs the notebooks look for, newest first (``python -m tst_titan.tools.bench [--quick]``).
+BENCH_DIRS = (os.path.join("outputs", "bench"), os.path.join("outputs", "bench_quick"))
+
+
+def _pair(folder: str) -> dict[str, str] | None:
+    tst, base = os.path.join(folder, "tst"), os.path.join(folder, "baseline")
+    if all(os.path.exists(os.path.join(p, METRICS_FILE)) for p in (tst, base)):
+        return {"tst": tst, "baseline": base}
+    return None
+
+
+def find_runs(tst: str | None = None, baseline: str | None = None, *, need_checkpoints: bool = False,
+              demo_dir: str = DEMO_DIR, make_demo: bool = True, demo_steps: int = 300) -> dict[str, str]:
+    """The TST run and baseline run to analyse, and where they came from (``source``):
+
+    1. ``tst`` and ``baseline`` when given (the notebooks' parameters cell);
+    2. ``$TST_NOTEBOOK_RUNS/{tst,baseline}``;
+    3. the newest benchmark output, ``outputs/bench`` or ``outputs/bench_quick`` (skipped when
+       ``need_checkpoints`` and its TST run has no checkpoints on both sides of the switch: the
+       benchmark keeps only the last one);
+    4. a demo pair in ``demo_dir``, made by :func:`make_demo_runs` if missing (``make_demo``).
+    """
+    if tst or baseline:
+        if not (tst and baseline):
+            raise ValueError("give both the TST run and the baseline run")
+        return {"tst": os.path.abspath(tst), "baseline": os.path.abspath(baseline), "source": "given"}
+    env = os.environ.get(RUNS_ENV)
+    if env:
+        pair = _pair(os.path.abspath(env))
+        if pair is None:
+            raise FileNotFoundError(f"${RUNS_ENV}={env!r} has no tst/ and baseline/ runs with metrics.jsonl")
+        return {**pair, "source": f"${RUNS_ENV}"}
+    benches = [p for p in (_pair(os.path.abspath(d)) for d in BENCH_DIRS) if p is not None]
+    benches.sort(key=lambda p: os.path.getmtime(os.path.join(p["tst"], METRICS_FILE)), reverse=True)
+    for pair in benches:
+        if not need_checkpoints or stage_checkpoints(pair["tst"]) is not None:
+            return {**pair, "source": "benchmark " + relpath(os.path.dirname(pair["tst"]))}
+    demo = os.path.abspath(demo_dir)
+    pair = _pair(demo)
+    if pair is not None and os.path.exists(os.path.join(demo, "demo.json")):
+        return {**pair, "source": "demo " + relpath(demo)}
+    if not make_demo:
+        raise FileNotFoundError("no benchmark output and no demo runs: run "
+                                "tst_titan.experiments.pairs.make_demo_runs")
+    made = make_demo_runs(demo, steps=demo_steps)
+    return {"tst": made["tst"], "baseline": made["baseline"], "source": "demo " + relpath(demo) + " (made now)"}
+
+
+def _demo_setup(**kw) -> BenchSetup:
+    base = dict(flavor="tiny", seq_len=128, batch=16, steps=300, bag_size=4, superposition_fraction=0.3,
+                k=2.0, val_every=10, val_steps=8)
+    base.update(kw)
+    return BenchSetup(**base)
+
+
+def _set_flag(args: list[str], flag: str, value: str) -> list[str]:
+    args = list(args)
+    if flag in args:
+        args[args.index(flag) + 1] = value
+    else:
+        args += [flag, value]
+    return args
+
+
+def demo_checkpoint_plan(steps: int, fraction: float) -> dict[str, int]:
+    """Checkpoint interval and the steps a demo keeps: 1 (start), the switch (end of phase 1),
+    one interval later (shortly after the switch) and the end. The interval is the largest
+    divisor of the switch step up to ``steps // 25`` (at least 1), so the switch is saved."""
+    switch = switch_step(fraction, steps)
+    if not 1 <= switch < steps:
+        raise ValueError(f"superposition_fraction {fraction} of {steps} steps leaves no phase on one side")
+    limit = max(1, steps // 25)
+    interval = max(d for d in range(1, limit + 1) if switch % d == 0)
+    return {"interval": interval, "start": 1, "end of phase 1": switch,
+            "after switch": min(switch + interval, steps), "end": steps}
+
+
+def make_demo_runs(out_dir: str = DEMO_DIR, steps: int = 300, *, bag_size: int = 4, fraction: float = 0.3,
+                   k: float = 2.0, lr: float = 6e-3, flavor: str = "tiny", seq_len: int = 128, batch: int = 16,
+                   val_every: int = 10, val_steps: int = 8, log_freq: int = 5, parallel: bool = False,
+                   quiet: bool = True) -> dict[str, Any]:
+    """Train a TST run (``steps``) and its baseline (``k·steps``, same LR, seed and data) with
+    ``python -m torchtitan.train`` (:func:`tst_titan.experiments.runner.run_training`) into
+    ``out_dir/tst`` and ``out_dir/baseline``, keeping checkpoints at step 1, at the end of phase 1,
+    shortly after the switch and at the end (:func:`demo_checkpoint_plan`; the baseline keeps the
+    same steps and its own end). ``parallel`` trains both at once (faster; wall-clock numbers then
+    share the CPUs). Writes ``out_dir/demo.json`` last (its presence marks a complete pair)."""
+    out_dir = os.path.abspath(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    marker = os.path.join(out_dir, "demo.json")
+    if os.path.exists(marker):
+        os.remove(marker)
+    setup = _demo_setup(flavor=flavor, seq_len=seq_len, batch=batch, steps=steps, bag_size=bag_size,
+                        superposition_fraction=fraction, k=k, val_every=val_every, val_steps=val_steps)
+    store_dir = prepare_data(setup)
+    plan = demo_checkpoint_plan(steps, fraction)
+    base_steps = max(steps, int(math.ceil(k * steps / val_every)) * val_every)
+
+    def overrides(n: int, tst: bool) -> list[str]:
+        args = run_overrides(setup, steps=n, lr=lr, tst=tst)
+        args = _set_flag(args, "--checkpoint.interval", str(plan["interval"]))
+        args = _set_flag(args, "--checkpoint.keep_latest_k", "0")
+        args = _set_flag(args, "--metrics.log_freq", str(log_freq))
+        args = _set_flag(args, "--training.dataset_path", store_dir)
+        args = _set_flag(args, "--model.hf_assets_path", store_dir)
+        return args + ["--checkpoint.enable_first_step_checkpoint"]
+
+    jobs = [("tst", overrides(steps, True), steps), ("baseline", overrides(base_steps, False), base_steps)]
+    progress = None if quiet else Progress(steps + base_steps)
+    if parallel:
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda j: run_training(j[0], j[1], out_dir, j[2], progress), jobs))
+    else:
+        results = [run_training(name, args, out_dir, n, progress) for name, args, n in jobs]
+    keep = {plan["start"], plan["end of phase 1"], plan["after switch"], plan["end"]}
+    for result in results:
+        end = result["rows"][-1]["step"]
+        for step in checkpoint_steps(result["dump"]):
+            if step not in keep | {end}:
+                shutil.rmtree(checkpoint_dir(result["dump"], step))
+    record = {"setup": asdict(setup), "lr": lr, "baseline_steps": base_steps, "checkpoints": plan,
+              "store_dir": store_dir, "parallel": parallel,
+              "process_wall_s": {r["name"]: r["process_wall_s"] for r in results}}
+    with open(marker, "w") as f:
+        json.dump(record, f, indent=1)
+    return {"tst": os.path.join(out_dir, "tst"), "baseline": os.path.join(out_dir, "baseline"), **record}

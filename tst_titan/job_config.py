@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 MODES = ("full", "input_only", "output_only")
 
 #: ``tst.loss_weighting``: weight of target i of the next bag (``tst_titan.method.loss``).
-LOSS_WEIGHTINGS = ("uniform", "power", "mi", "exponential")
+LOSS_WEIGHTINGS = ("uniform", "power", "mi", "mi_decay", "exponential")
 
 #: ``tst.optimizer_at_switch``: what happens to the optimizer state at the first phase-2 step.
 OPTIMIZER_AT_SWITCH = ("keep", "reset")
@@ -47,7 +47,8 @@ class TST:
 
     loss_weighting: str = "uniform"
     """Weight of target i of the next bag: "uniform", "power" (1/i), "mi" (the paper's fitted
-    mutual-information curve 3.63 + 1.35 i^-1.25) or "exponential" (e^-i); normalised to mean 1."""
+    mutual-information curve 3.63 + 1.35 i^-1.25, plateau included: nearly uniform), "mi_decay"
+    (its decaying part alone, 1.35 i^-1.25) or "exponential" (e^-i); normalised to mean 1."""
 
     mode: str = "full"
     """Which side of phase 1 is superposed (the paper's section 5.2 ablation): "full" (bag input,

@@ -7,7 +7,7 @@ family:
 * tokenizer + dataloader: the token store and the phase-carrying dataset
   (``tst_titan.components.dataloader``);
 * ``parallelize_fn``: the family's own, then the bag-mean hook on ``tok_embeddings``
-  (``tst_titan.method.embedding``) and the CPU fix-ups (``tst_titan.infra.cpu``, no-op with CUDA);
+  (``tst_titan.method.embedding``) and the CPU fix-ups (``tst_titan.infra.cpu``, no-op with an accelerator);
 * loss: ``bag_cross_entropy`` (3-D labels: next bag; 2-D: torchtitan's cross-entropy);
 * validator: next-token loss on the same held-out tokens at every evaluation;
 * metrics: positions-based throughput/MFU and ``metrics.jsonl``;
@@ -114,8 +114,8 @@ def _check_config(job_config) -> None:
 
 
 def register() -> None:
-    """Activate the extension in this process (idempotent): the CPU accommodations (no-op with
-    CUDA), the whole-config checks at parse time, the float8 MoE converter, and every
+    """Activate the extension in this process (idempotent): the CPU accommodations (no-op with an
+    accelerator), the whole-config checks at parse time, the float8 MoE converter, and every
     ``tst_<family>`` train spec. ``tst_titan.config`` calls it when torchtitan imports it."""
     cpu.apply()
     config_hook.install(_check_config)

@@ -85,3 +85,22 @@ def test_non_finite_validation_loss_stops_the_run():
         processor.log_validation(float("inf"), 7)
     with pytest.raises(FloatingPointError, match=r"non-finite loss nan at step 2 \(phase 1\)"):
         processor.log(2, float("nan"), float("nan"), 1.0)
+
+
+def test_an_evaluation_between_logged_steps_restarts_the_throughput_interval(processor, monkeypatch):
+    # log_freq 3, validation every 2: the evaluation after step 2 falls inside the interval 1..3.
+    processor.log_freq = 3
+    seen = {}
+    original = tt_metrics.MetricsProcessor.log
+
+    def capture(self, step, *args, **kwargs):
+        seen[step] = (self.ntokens_since_last_log, len(self.data_loading_times))
+        return original(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(tt_metrics.MetricsProcessor, "log", capture)
+    for _ in range(4):  # steps 1 and 2: 4 microbatches before the evaluation
+        processor.data_loading_times.append(0.0)
+    processor.log_validation(4.0, 2)
+    _train_step(processor, 3, 1)  # 2 microbatches after it
+    # positions and data-loading share of the 2 microbatches after the evaluation only
+    assert seen[3] == (2 * 2 * 8, 2)

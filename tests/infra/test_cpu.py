@@ -1,4 +1,5 @@
-"""CPU mode: what torchtitan 0.2.2 needs to train without CUDA (acts only when CUDA is absent)."""
+"""CPU mode: what torchtitan 0.2.2 needs to train without an accelerator (acts only when torch
+reports none)."""
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from torchtitan.models.moe.utils import _permute
 import tst_titan.config  # noqa: F401  (activates the extension: the CPU mode)
 from tst_titan.infra import cpu
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="CPU mode is inactive with CUDA")
+pytestmark = pytest.mark.skipif(torch.accelerator.is_available(), reason="CPU mode is off with an accelerator")
 
 
 def test_torchtitan_sees_a_cpu_device():
@@ -48,3 +49,18 @@ def test_permute_runs_on_cpu_tensors():
     # and 2-4 (rank 1), expert 1 row 5; padding rows point at the appended zero row (-1)
     assert indices[:9].tolist() == [0, 1, 2, 3, 4, -1, -1, -1, 5]
     assert torch.equal(permuted[:5], x[:5]) and not permuted[5:8].any()
+
+
+def test_the_choice_follows_torch_accelerator_and_is_logged(monkeypatch, caplog):
+    # An XPU/MPS/NPU machine has no CUDA but an accelerator: torchtitan's device choice is kept
+    # (before, "no CUDA" alone switched such a machine to the CPU silently).
+    monkeypatch.setattr(cpu, "_applied", False)
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: torch.device("xpu"))
+    with caplog.at_level("INFO"):
+        assert cpu.apply() is False
+    assert "accelerator 'xpu' found" in caplog.text and not cpu.accelerator_absent()
+    monkeypatch.setattr(torch.accelerator, "current_accelerator", lambda *a, **k: None)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        assert cpu.apply() is True
+    assert "no accelerator found" in caplog.text

@@ -42,7 +42,8 @@ def found_in_torchtitan() -> dict:
 def test_the_lists_name_what_the_patches_replace():
     assert ("torchtitan.tools.utils", "device_type") in PATCHED
     assert ("torchtitan.config.manager", "ConfigManager._validate_config") in PATCHED
-    assert all(module.split(".")[0] in ("torch", "torchtitan") for module, _ in PATCHED)
+    assert ("torchao.float8.float8_ops", "FLOAT8_OPS_TABLE") in PATCHED
+    assert all(module.split(".")[0] in ("torch", "torchtitan", "torchao") for module, _ in PATCHED)
 
 
 @pytest.mark.parametrize("module, dotted", PATCHED, ids=[f"{m}:{d}" for m, d in PATCHED])

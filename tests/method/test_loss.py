@@ -65,6 +65,7 @@ def test_bag_weights_formulas_and_mean_one(s):
         "uniform": [1.0] * s,
         "power": [1 / i for i in range(1, s + 1)],
         "mi": [3.63 + 1.35 * i**-1.25 for i in range(1, s + 1)],
+        "mi_decay": [1.35 * i**-1.25 for i in range(1, s + 1)],
         "exponential": [math.exp(-i) for i in range(1, s + 1)],
     }
     assert set(raw) == set(LOSS_WEIGHTINGS)
@@ -77,6 +78,34 @@ def test_bag_weights_formulas_and_mean_one(s):
         assert w.sum().item() == pytest.approx(s, rel=1e-6)
         if name != "uniform" and s > 1:
             assert torch.all(w[:-1] > w[1:])  # decreasing with distance into the bag
+
+
+def test_mi_with_its_plateau_is_nearly_uniform_and_its_decaying_part_is_not():
+    # With the plateau 3.63 the weights run from 1.21 down to 0.92 at s = 6 (mean 1).
+    mi, decay, power = bag_weights(6, "mi"), bag_weights(6, "mi_decay"), bag_weights(6, "power")
+    assert (round(mi[0].item(), 2), round(mi[-1].item(), 2)) == (1.21, 0.92)
+    assert decay[0] / decay[-1] > power[0] / power[-1] > mi[0] / mi[-1]  # 6^1.25 > 6 > 1.33
+
+
+def test_weights_are_made_once_per_device_not_per_call(monkeypatch):
+    logits, labels = _logits().requires_grad_(), _labels(6)
+    bag_cross_entropy(logits, labels, "power").backward()  # the first call may build the weights
+    made = []
+    real = torch.tensor
+    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
+    bag_cross_entropy(logits, labels, "power").backward()
+    assert made == []
+
+
+def test_labels_outside_the_vocabulary_raise_like_torchtitan():
+    logits = _logits()
+    for bad in (V, -5):
+        labels = _labels(6)
+        labels[0, 1, 2] = bad
+        with pytest.raises(RuntimeError, match="outside the vocabulary"):
+            bag_cross_entropy(logits, labels)
+        with pytest.raises((RuntimeError, IndexError)):  # torchtitan's own, for 2-D labels
+            cross_entropy_loss(logits, labels[..., 2])
 
 
 def test_unknown_weighting_is_rejected():
@@ -287,6 +316,15 @@ def _loss_parallel_body(rank, world_size):
     loss = loss.full_tensor() if isinstance(loss, DTensor) else loss
     torch.testing.assert_close(loss, ref)
     torch.testing.assert_close(dt.grad.full_tensor(), ref_grad)
+
+    # Sharded on the sequence: gathering all logits would cost what TP saves, so it is refused.
+    with pytest.raises(ValueError, match=r"sharded on the vocabulary.*Shard\(dim=1\)"):
+        bag_cross_entropy(distribute_tensor(full, mesh, [Shard(1)]), _labels(6, vocab=vocab))
+    # A label past the full vocabulary (36) is an error on every rank, not a target dropped.
+    beyond = _labels(6, vocab=vocab)
+    beyond[0, 0, 0] = vocab
+    with pytest.raises(RuntimeError, match="outside the vocabulary"):
+        bag_cross_entropy(sharded(), beyond)
 
     odd = distribute_tensor(_logits(vocab=37).detach(), mesh, [Shard(2)])
     with pytest.raises(ValueError, match="divide evenly"):

@@ -13,6 +13,8 @@ def resume_aware_lr_schedulers(build_lr_schedulers_fn):
     def build_lr_schedulers(optimizers, lr_scheduler_config, training_steps):
         run = training_run_of(lr_scheduler_config, "learning-rate schedulers")
         schedulers = build_lr_schedulers_fn(optimizers, lr_scheduler_config, training_steps)
+        # This container's load_state_dict is the only place the resumed step is seen (torchtitan
+        # 0.2.2 has no load hook), so this one instance's method is wrapped.
         load = schedulers.load_state_dict
 
         def load_state_dict(state_dict):

@@ -134,6 +134,10 @@ class TSTMetricsProcessor(MetricsProcessor):
     def log_validation(self, loss, step, extra_metrics=None):
         check_finite(float(loss), "validation loss", step, self.schedule.phase_of_step(step))
         super().log_validation(loss, step, extra_metrics)
+        # torchtitan restarts the throughput timer here but keeps the microbatches' data-loading
+        # times; after an evaluation between two logged steps the next rate would then count the
+        # microbatches before the evaluation over the time after it. Start the interval here too.
+        self.data_loading_times.clear()
         if self._pending is not None and self._pending["step"] == step:
             row, self._pending = self._pending, None
         else:

@@ -63,7 +63,7 @@ class SweepSetup:
     fractions: tuple = (0.1, 0.2, 0.3, 0.4, 0.6, 0.8)
     bag_sizes: tuple = (2, 4, 6, 8, 12, 16)
     modes: tuple = ("full", "input_only", "output_only")
-    weightings: tuple = ("uniform", "power", "mi", "exponential")
+    weightings: tuple = ("uniform", "power", "mi", "mi_decay", "exponential")
     optimizer_at_switch: tuple = ("keep", "reset")
     ablation_fraction: float | None = None  # None: the grid fraction closest to 0.3
     ablation_bag_sizes: tuple | None = None  # None: every grid bag size

@@ -1,10 +1,11 @@
-"""Everything torchtitan 0.2.2 needs to train on a machine without CUDA, in one place.
+"""Everything torchtitan 0.2.2 needs to train on a machine without an accelerator, in one place.
 
 torchtitan 0.2.2 has no CPU mode (upstream issue #1661): ``tools.utils`` falls back to
 ``device_type = "cuda"`` and the trainer dies in ``torch.cuda.set_device``. On such a machine
 :func:`apply` (called by ``tst_titan.train_spec.register``, i.e. when a config names
 ``custom_config_module = "tst_titan.config"``, before torchtitan builds its trainer) makes the stock
-trainer run on CPU over gloo. It does nothing at all when CUDA is available, so GPU runs see
+trainer run on CPU over gloo. It does nothing at all when torch reports an accelerator
+(``torch.accelerator``: CUDA, ROCm, XPU, MPS...), so accelerator runs see
 unmodified torchtitan. No extension point serves: the trainer reads ``device_type`` and
 ``device_module`` from module globals before any train-spec builder runs.
 
@@ -39,6 +40,7 @@ import torchtitan.models.moe.utils as moe_utils
 import torchtitan.tools.profiling as profiling
 import torchtitan.tools.utils as tools_utils
 from torch.distributed.fsdp import FSDPModule
+from torchtitan.tools.logging import logger
 
 #: Every torchtitan (and torch) name :func:`apply` replaces; a test fails if one disappears.
 PATCHED_NAMES = (
@@ -53,13 +55,17 @@ PATCHED_NAMES = (
     ("torchtitan.components.metrics", "build_device_memory_monitor"),
     ("torchtitan.models.moe.utils", "generate_permute_indices"),
     ("torch", "histc"),
+    # float8 over gloo (prepare_parallelized_model, only with the [float8] extra): torchao's op table
+    ("torchao.float8.float8_ops", "FLOAT8_OPS_TABLE"),
 )
 
 _applied = False
 
 
-def cuda_absent() -> bool:
-    return not torch.cuda.is_available()
+def accelerator_absent() -> bool:
+    """Whether torch reports no accelerator at all (CUDA, ROCm, XPU, MPS, ...): only then does CPU
+    mode apply. A machine with another accelerator keeps torchtitan's own device choice."""
+    return torch.accelerator.current_accelerator() is None
 
 
 def _peak_rss_bytes() -> int:
@@ -127,12 +133,18 @@ def _permute_indices_with_cpu_path(generate):
 
 
 def apply() -> bool:
-    """Make torchtitan run on CPU when CUDA is absent. Idempotent; returns True if it acted."""
+    """Make torchtitan run on CPU when torch reports no accelerator; log the choice. Idempotent;
+    returns True if CPU mode is on."""
     global _applied
     if _applied:
         return True
-    if not cuda_absent():
+    accelerator = torch.accelerator.current_accelerator()
+    if accelerator is not None:
+        logger.info(f"[tst] accelerator {accelerator.type!r} found (torch.accelerator): torchtitan "
+                    "keeps its own device choice, tst_titan's CPU mode is off")
         return False
+    logger.info("[tst] no accelerator found (torch.accelerator): torchtitan runs on the CPU over gloo "
+                "(tst_titan.infra.cpu)")
 
     modules = {m.__name__: m for m in (tools_utils, metrics, parallel_dims, dist_utils, profiling)}
     for module_name, name in PATCHED_NAMES:
@@ -192,9 +204,9 @@ def _enable_float8_collectives_over_gloo() -> None:
 
 
 def prepare_parallelized_model(model: torch.nn.Module) -> None:
-    """Post-parallelize fix-ups for CPU (no-op with CUDA): FSDP2 sum reduction over gloo; float8
-    all-gathers over gloo."""
-    if not cuda_absent():
+    """Post-parallelize fix-ups for CPU (no-op with an accelerator): FSDP2 sum reduction over gloo;
+    float8 all-gathers over gloo."""
+    if not accelerator_absent():
         return
     if any(type(m).__name__ == "Float8Linear" for m in model.modules()):
         _enable_float8_collectives_over_gloo()

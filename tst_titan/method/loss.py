@@ -62,8 +62,12 @@ def _weights(bag_size: int, weighting: str) -> tuple[float, ...]:
     curve = {
         "uniform": lambda i: 1.0,
         "power": lambda i: 1.0 / i,
-        # The paper's fitted mutual-information curve MI(d) ~ 3.63 + 1.35 d^-1.25, with d = i.
+        # The paper's fitted mutual-information curve MI(d) ~ 3.63 + 1.35 d^-1.25, with d = i. Its
+        # plateau 3.63 makes the weights nearly uniform (1.22 -> 0.92 at s = 6); the paper found
+        # MI weighting slightly better than 1/i at large s, which only the decaying part alone
+        # ("mi_decay") can be. The paper does not say which normalisation it used: both are offered.
         "mi": lambda i: 3.63 + 1.35 * i**-1.25,
+        "mi_decay": lambda i: 1.35 * i**-1.25,
         "exponential": lambda i: math.exp(-i),
     }[weighting]
     raw = [curve(i) for i in range(1, bag_size + 1)]
@@ -76,6 +80,13 @@ def _weights(bag_size: int, weighting: str) -> tuple[float, ...]:
 def bag_weights(bag_size: int, weighting: str, device=None) -> torch.Tensor:
     """Weights [bag_size] (float32) of target positions 1..s of a bag, normalised to mean 1."""
     return torch.tensor(_weights(bag_size, weighting), dtype=torch.float32, device=device)
+
+
+@lru_cache(maxsize=None)
+def _device_weights(bag_size: int, weighting: str, device: torch.device) -> torch.Tensor:
+    # Made once per (s, weighting, device): a tensor built from Python numbers on a GPU is a
+    # blocking host-to-device copy, which every training step would otherwise pay. Read-only.
+    return bag_weights(bag_size, weighting, device=device)
 
 
 def _chunk_rows(vocab: int, chunk_size: int | None) -> int:
@@ -186,7 +197,7 @@ def _bag_loss(logits, labels, weighting, chunk_size, plain_ce):
             f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)} in [B, L]"
         )
     s = labels.shape[-1]
-    weights = bag_weights(s, weighting, device=labels.device)  # also checks `weighting`
+    weights = _device_weights(s, weighting, labels.device)  # also checks `weighting`
     if s == 1:  # every weighting is 1 at s = 1 (mean-1 normalisation): the baseline, bit for bit
         return plain_ce(logits, labels[..., 0])
 
@@ -198,8 +209,17 @@ def _bag_loss(logits, labels, weighting, chunk_size, plain_ce):
             logits, group, vocab_start = sharded
         elif all(isinstance(p, Replicate) for p in logits.placements):
             logits = logits.to_local()
-        else:  # any other layout: gather it (differentiable) and compute locally
-            logits = logits.full_tensor()
+        else:  # gathering the whole [B, L, V] logits on every rank would cost what TP saves
+            raise ValueError(
+                f"the bag loss takes logits sharded on the vocabulary over a 1-D mesh (loss parallel) "
+                f"or replicated, got placements {tuple(logits.placements)} on a "
+                f"{logits.device_mesh.ndim}-D mesh"
+            )
+    vocab = logits.shape[-1] * (dist.get_world_size(group) if group is not None else 1)
+    # Like torchtitan's cross-entropy, a label outside the vocabulary is an error, not a dropped
+    # target; a device-side assert, so checking costs no host-device synchronisation.
+    torch._assert_async(((labels >= 0) & (labels < vocab) | (labels == IGNORE_INDEX)).all(),
+                        "bag loss: a label is outside the vocabulary (and is not the ignore index -100)")
     return _BagCrossEntropy.apply(logits, labels, weights, chunk_size, group, vocab_start)
 
 

@@ -17,7 +17,7 @@ MODES = ("full", "input_only", "output_only")
 LOSS_WEIGHTINGS = ("uniform", "power", "mi", "mi_decay", "exponential")
 
 #: ``tst.optimizer_at_switch``: what happens to the optimizer state at the first phase-2 step.
-OPTIMIZER_AT_SWITCH = ("keep", "reset")
+OPTIMIZER_AT_SWITCH = ("keep", "reset_moments", "reset_rewarm")
 
 #: ``training.dataset`` values the TST specs understand.
 DATASETS = {
@@ -58,8 +58,13 @@ class TST:
 
     optimizer_at_switch: str = "keep"
     """At the first phase-2 step, "keep" the optimizer state (AdamW moments; what a torchtitan
-    resume does) or "reset" it to a fresh optimizer's (what patch-level training did). The
-    learning-rate schedule runs on unchanged in both."""
+    resume does), "reset_moments" (clear it: a fresh AdamW's first step, at the scheduled learning
+    rate) or "reset_rewarm" (clear it and warm the learning rate up again from 0 over
+    ``rewarm_steps`` steps: what patch-level training did)."""
+
+    rewarm_steps: int = 0
+    """With ``optimizer_at_switch = "reset_rewarm"``: phase-2 step j (1 = the first) runs at
+    min(1, j / rewarm_steps) x the scheduled learning rate. Must be 0 with the other settings."""
 
 
 @dataclass

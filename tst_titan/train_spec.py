@@ -13,7 +13,8 @@ family:
 * metrics: positions-based throughput/MFU and ``metrics.jsonl``;
 
 and two wrapped: the learning-rate schedulers report the step they resume at to the data, and
-the optimizers reset their state at the switch with ``tst.optimizer_at_switch = "reset"``.
+the optimizers reset their state at the switch with ``tst.optimizer_at_switch = "reset_moments"``
+or ``"reset_rewarm"`` (which also re-warms the learning rate).
 
 The model class is untouched, so a TST checkpoint loads into the stock spec. With
 ``[tst] enable = false`` the same spec is the exact baseline: same data, same model, plain
@@ -74,7 +75,7 @@ def make_tst_spec(base: TrainSpec, extra_flavors: dict | None = None) -> TrainSp
         build_metrics_processor_fn=build_tst_metrics_processor,
         # the data follows the resumed step even without its own state
         build_lr_schedulers_fn=resume_aware_lr_schedulers(base.build_lr_schedulers_fn),
-        # tst.optimizer_at_switch = "reset": clear the optimizer state before the first phase-2 step
+        # tst.optimizer_at_switch = "reset_*": clear the optimizer state before the first phase-2 step
         build_optimizers_fn=switch_aware_optimizers(base.build_optimizers_fn),
     )
 

@@ -22,10 +22,10 @@ def test_debug_config_parses_with_tst_section():
 def test_command_line_overrides_every_key():
     cfg = parse("--tst.bag_size", "6", "--tst.superposition_fraction", "0.25",
                 "--tst.loss_weighting", "power", "--tst.no-enable", "--tst.mode", "output_only",
-                "--tst.optimizer_at_switch", "reset")
+                "--tst.optimizer_at_switch", "reset_moments")
     assert (cfg.tst.enable, cfg.tst.bag_size, cfg.tst.superposition_fraction, cfg.tst.loss_weighting) == (
         False, 6, 0.25, "power")
-    assert (cfg.tst.mode, cfg.tst.optimizer_at_switch) == ("output_only", "reset")
+    assert (cfg.tst.mode, cfg.tst.optimizer_at_switch) == ("output_only", "reset_moments")
     assert (parse().tst.mode, parse().tst.optimizer_at_switch) == ("full", "keep")  # the defaults
 
 

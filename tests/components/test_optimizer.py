@@ -116,7 +116,7 @@ def test_builder_installs_the_hook_only_for_reset():
         return OptimizersContainer(model_parts, torch.optim.AdamW, ADAMW)
 
     wrapped = switch_aware_optimizers(build)
-    for setting, enable, hooked in [("keep", True, False), ("reset", True, True), ("reset", False, False)]:
+    for setting, enable, hooked in [("keep", True, False), ("reset_moments", True, True), ("reset_rewarm", True, True), ("reset_moments", False, False)]:
         # the run the TST dataloader builder starts; the optimizers belong to it by their config
         job_config = SimpleNamespace(optimizer=SimpleNamespace(name="AdamW"))
         run = begin_training_run(job_config, {"optimizer_at_switch": setting, "enable": enable})

@@ -104,7 +104,7 @@ def test_pieces_built_after_their_dataloader_share_its_run(spec, tmp_path):
 
 
 def test_reset_at_the_switch_in_a_correctly_built_run(spec, tmp_path):
-    cfg, model = _config(tmp_path, "--tst.optimizer_at_switch", "reset"), _model(spec)
+    cfg, model = _config(tmp_path, "--tst.optimizer_at_switch", "reset_moments"), _model(spec)
     loader = _dataloader(spec, cfg)
     opts = PIECES[0][1](spec, cfg, model, None)
     schedulers = PIECES[1][1](spec, cfg, model, opts)

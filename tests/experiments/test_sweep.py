@@ -43,7 +43,7 @@ def test_tiny_sweep_writes_json_and_heat_map(tiny):
     rs, ss, diff = S.heatmap(result)
     assert (rs, ss) == ([0.5], [4, 16]) and diff[0][1] == cells["r0.5_s16_full_uniform_keep"]["difference"]
     assert [r["value"] for r in S.ablation(result, "mode")] == ["full", "input_only", "output_only"] * 2
-    assert [r["value"] for r in S.ablation(result, "optimizer")] == ["keep", "reset"] * 2
+    assert [r["value"] for r in S.ablation(result, "optimizer")] == ["keep", "reset_moments"] * 2
     assert all(r["vs_reference"] is not None for r in S.ablation(result, "weighting"))
     assert os.path.getsize(os.path.join(tiny, "sweep.png")) > 5_000
 

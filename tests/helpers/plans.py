@@ -116,7 +116,7 @@ def twin_plans(base: str):
 
 
 #: The ablation runs: 8 steps, switch after step 4, 2 microbatches of 2 samples per step.
-RESET = [*RESUME, "--tst.optimizer_at_switch", "reset"]
+RESET = [*RESUME, "--tst.optimizer_at_switch", "reset_moments"]
 
 
 def ablation_plans(base: str):
@@ -128,5 +128,7 @@ def ablation_plans(base: str):
         # resumed from the last bag step (the reset is still to come) and after the switch
         Plan("reset-resume-4", resume_args(base, "reset", 4, RESET), spy=True),
         Plan("reset-resume-6", resume_args(base, "reset", 6, RESET), spy=True),
+        # the reset, and the learning rate warmed up again over 3 steps (steps 5, 6, 7)
+        Plan("rewarm", [*RESUME, "--tst.optimizer_at_switch", "reset_rewarm", "--tst.rewarm_steps", "3"], spy=True),
     ]
     return [(plans, 1)]

@@ -53,6 +53,16 @@ def test_reset_clears_adamw_before_the_first_next_token_step(ablations):
     assert [r["lr"] for r in keep_rows] == [r["lr"] for r in reset_rows]
 
 
+def test_rewarm_resets_adamw_and_warms_the_rate_up_again_after_the_switch(ablations):
+    keep, rewarm = ablations.rows("keep"), ablations.rows("rewarm")
+    assert ablations.spy("rewarm")["adam_steps"] == [1, 2, 3, 4, 1, 2, 3, 4]
+    assert "'reset_rewarm'" in ablations.log("rewarm") and "rewarm_steps = 3" in ablations.log("rewarm")
+    # phase-2 step j (steps 5..8 are j = 1..4) runs at min(1, j / 3) x the scheduled rate
+    factors = [1, 1, 1, 1, 1 / 3, 2 / 3, 1, 1]
+    assert [r["lr"] for r in rewarm] == pytest.approx([k["lr"] * f for k, f in zip(keep, factors)], rel=1e-12)
+    assert compared(keep)[:4] == compared(rewarm)[:4]
+
+
 def test_reset_resumes_bit_exact_across_the_switch(ablations):
     full = ablations.rows("reset")
     # resumed from step 4 (the last bag step): the reset is still to come, and happens at step 5
@@ -67,7 +77,7 @@ def test_reset_resumes_bit_exact_across_the_switch(ablations):
 
 @pytest.mark.parametrize("mode, text_per_position", [("full", 4), ("input_only", 4), ("output_only", 1)])
 def test_dry_run_counts_phase1_text_per_mode(mode, text_per_position):
-    report = dry_run(config_path("debug_tst.toml"), ["--tst.mode", mode, "--tst.optimizer_at_switch", "reset"], None)
+    report = dry_run(config_path("debug_tst.toml"), ["--tst.mode", mode, "--tst.optimizer_at_switch", "reset_moments"], None)
     tokens = report["tokens_per_step"]
     assert tokens["phase1_text_tokens"] == text_per_position * tokens["positions"]
-    assert (report["tst"]["mode"], report["tst"]["optimizer_at_switch"]) == (mode, "reset")
+    assert (report["tst"]["mode"], report["tst"]["optimizer_at_switch"]) == (mode, "reset_moments")

@@ -13,7 +13,7 @@ import torch
 
 from tst_titan.datastore.store import TokenStore
 from tst_titan.method.bagging import make_sample
-from tst_titan.method.schedule import window_tokens
+from tst_titan.method.schedule import window_size
 
 
 def token_frequencies(store_dir: str, vocab_size: int | None = None, split: str = "train") -> np.ndarray:
@@ -146,7 +146,7 @@ def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
 def bagged_batch(tokens: np.ndarray, bag_size: int, seq_len: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``batch`` phase-1 samples of a token array, as the TST dataset cuts them
     (``tst.mode = "full"``): input bags ``[B, L, s]`` and next bags ``[B, L, s]``."""
-    window = window_tokens("full", bag_size, seq_len)[0]
+    window = window_size("full", bag_size, seq_len)
     if len(tokens) < batch * window:
         raise ValueError(f"{len(tokens)} tokens are fewer than {batch} samples of {window}")
     x = torch.from_numpy(np.asarray(tokens[: batch * window]).astype(np.int64))

@@ -287,6 +287,19 @@ def check_tst_section(tst: TST) -> None:
             f"tst.optimizer_at_switch must be one of {', '.join(map(repr, OPTIMIZER_AT_SWITCH))}, "
             f"got {tst.optimizer_at_switch!r}"
         )
+    steps = tst.rewarm_steps
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ConfigError(f"tst.rewarm_steps must be an integer >= 0, got {steps!r}")
+    if tst.optimizer_at_switch == "reset_rewarm" and steps < 1:
+        raise ConfigError(
+            "tst.rewarm_steps must be >= 1 with tst.optimizer_at_switch = 'reset_rewarm' (the steps "
+            f"over which the learning rate is warmed up again after the switch), got {steps}"
+        )
+    if tst.optimizer_at_switch != "reset_rewarm" and steps != 0:
+        raise ConfigError(
+            f"tst.rewarm_steps = {steps} is only used with tst.optimizer_at_switch = 'reset_rewarm' "
+            f"(this config has {tst.optimizer_at_switch!r}); leave it at 0"
+        )
     if tst.enable and tst.mode != "full" and tst.bag_size < 2:
         raise ConfigError(
             f"tst.mode = {tst.mode!r} needs tst.bag_size >= 2, got {tst.bag_size}: with one token per "
@@ -327,11 +340,17 @@ def check_job_config(job_config, *, tst_spec_names, flavors_of) -> None:
     if not is_tst_spec:
         return
 
-    if tst.enable and tst.optimizer_at_switch == "reset" and job_config.optimizer.early_step_in_backward:
+    if tst.enable and tst.optimizer_at_switch != "keep" and job_config.optimizer.early_step_in_backward:
         raise ConfigError(
-            "tst.optimizer_at_switch = 'reset' needs optimizer.early_step_in_backward = false: the "
+            f"tst.optimizer_at_switch = {tst.optimizer_at_switch!r} needs optimizer.early_step_in_backward = false: the "
             "reset runs right before the first phase-2 optimizer step, which happens inside the "
             "backward pass with early_step_in_backward"
+        )
+    phase2_steps = job_config.training.steps - switch_step(tst.superposition_fraction, job_config.training.steps)
+    if tst.enable and tst.rewarm_steps > phase2_steps:
+        raise ConfigError(
+            f"tst.rewarm_steps = {tst.rewarm_steps} is longer than phase 2 ({phase2_steps} steps of "
+            f"training.steps = {job_config.training.steps}): the learning rate would never be warm again"
         )
     par = job_config.parallelism
     if par.pipeline_parallel_degree > 1 and tst.enable:

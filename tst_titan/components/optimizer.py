@@ -3,13 +3,15 @@
 * ``"keep"`` (default): AdamW's moments and step counts carry over into phase 2, as they do when
   torchtitan resumes a checkpoint (the paper resumed its recovery phase from a checkpoint; a
   community replication found resetting hurts).
-* ``"reset"``: right before the first phase-2 optimizer step every optimizer's per-parameter state
-  is cleared, so that step is a fresh AdamW's first step (bias correction from step 1, zero
-  moments) -- what patch-level training (Shao et al.) did. The learning-rate schedule is one
-  schedule for the whole run in both cases (param groups, hence the scheduled LR, are kept).
+* ``"reset_moments"``: right before the first phase-2 optimizer step every optimizer's
+  per-parameter state is cleared, so that step is a fresh AdamW's first step (bias correction from
+  step 1, zero moments), at the scheduled learning rate (param groups are kept).
+* ``"reset_rewarm"``: the same reset, and the learning rate warmed up again from 0 over
+  ``tst.rewarm_steps`` steps (``tst_titan.components.lr_scheduler``): what patch-level training
+  (Shao et al.) did when it restarted its schedule.
 
 The TST specs wrap ``TrainSpec.build_optimizers_fn`` (:func:`switch_aware_optimizers`): with
-``reset``, a step pre-hook on torchtitan's ``OptimizersContainer`` looks at where the training
+a reset, a step pre-hook on torchtitan's ``OptimizersContainer`` looks at where the training
 data stands. At optimizer step k the dataset has served exactly ``k x samples per step`` samples
 (the trainer draws every microbatch of a step before the step; the metrics processor checks it
 after every step), so the hook resets when that count is ``(switch_step + 1) x samples per step``.
@@ -40,7 +42,7 @@ def reset_optimizer_state(optimizers) -> int:
 
 
 def reset_step(run: TrainingRun) -> int | None:
-    """The optimizer step before which a ``reset`` run clears the state (the first phase-2 step),
+    """The optimizer step before which a ``reset_*`` run clears the state (the first phase-2 step),
     or None without a phase 1 or without a training dataset."""
     if not run.datasets:
         return None
@@ -69,10 +71,13 @@ def install_reset_at_switch(optimizers: Optimizer, run: TrainingRun):
             return None
         cleared = reset_optimizer_state(optimizer)
         run.optimizer_resets.append(step)
+        setting = run.settings.get("optimizer_at_switch", "reset_moments")
+        rate = ("learning rate warmed up again over tst.rewarm_steps = "
+                f"{run.settings.get('rewarm_steps')} steps" if setting == "reset_rewarm"
+                else "learning-rate schedule unchanged")
         logger.info(
             f"[tst] optimizer state reset before step {step}, the first next-token step "
-            f"(tst.optimizer_at_switch = 'reset'; {cleared} parameters' moments cleared, "
-            "learning-rate schedule unchanged)"
+            f"(tst.optimizer_at_switch = {setting!r}; {cleared} parameters' moments cleared, {rate})"
         )
         return None
 
@@ -80,14 +85,14 @@ def install_reset_at_switch(optimizers: Optimizer, run: TrainingRun):
 
 
 def switch_aware_optimizers(build_optimizers_fn):
-    """Wrap a ``TrainSpec.build_optimizers_fn``: with ``tst.optimizer_at_switch = "reset"`` (read
+    """Wrap a ``TrainSpec.build_optimizers_fn``: with ``tst.optimizer_at_switch = "reset_*"`` (read
     from the run the optimizer config belongs to, started by the TST dataloader, which torchtitan
     builds first), install :func:`install_reset_at_switch`."""
 
     def build_optimizers(model_parts, optimizer_config, parallel_dims, ft_manager=None):
         run = training_run_of(optimizer_config, "optimizers")
         optimizers = build_optimizers_fn(model_parts, optimizer_config, parallel_dims, ft_manager)
-        if run.settings["optimizer_at_switch"] != "reset" or not run.settings["enable"]:
+        if run.settings["optimizer_at_switch"] == "keep" or not run.settings["enable"]:
             return optimizers
         if reset_step(run) is None:
             return optimizers  # no phase 1, no switch

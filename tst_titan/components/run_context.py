@@ -26,7 +26,7 @@ class TrainingRun:
       ``k x samples per step`` samples);
     * ``resume_step``: the step the learning-rate scheduler state was loaded at (its
       ``last_epoch``), so the data can follow the step when its own state was not loaded;
-    * ``optimizer_resets``: the steps before which ``tst.optimizer_at_switch = "reset"`` cleared
+    * ``optimizer_resets``: the steps before which ``tst.optimizer_at_switch = "reset_*"`` cleared
       the optimizer state.
     """
 

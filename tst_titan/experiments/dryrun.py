@@ -200,6 +200,7 @@ def dry_run(config_path: str, overrides: list[str] = (), world_size: int | None 
             "superposition_fraction": tst.superposition_fraction,
             "mode": tst.mode,
             "optimizer_at_switch": tst.optimizer_at_switch,
+            "rewarm_steps": tst.rewarm_steps,
             "bag_steps": bag_steps,
             "steps": training.steps,
         },

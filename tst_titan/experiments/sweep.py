@@ -64,7 +64,7 @@ class SweepSetup:
     bag_sizes: tuple = (2, 4, 6, 8, 12, 16)
     modes: tuple = ("full", "input_only", "output_only")
     weightings: tuple = ("uniform", "power", "mi", "mi_decay", "exponential")
-    optimizer_at_switch: tuple = ("keep", "reset")
+    optimizer_at_switch: tuple = ("keep", "reset_moments")
     ablation_fraction: float | None = None  # None: the grid fraction closest to 0.3
     ablation_bag_sizes: tuple | None = None  # None: every grid bag size
     jobs: int = 1  # runs at once (each with cpus / jobs threads)
@@ -88,7 +88,7 @@ QUICK = SweepSetup(steps=930, val_every=93, fractions=(0.1, 0.3, 0.5, 0.7), bag_
 #: A few-second sweep of the tiny model for tests, the notebook's CI run and its demo fallback.
 TINY = SweepSetup(flavor="tiny", seq_len=32, batch=4, steps=8, lr=6e-3, val_every=4, val_steps=2,
                   dataset="embedded", fractions=(0.5,), bag_sizes=(4, 16), modes=("full", "input_only", "output_only"),
-                  weightings=("uniform", "power"), optimizer_at_switch=("keep", "reset"), ablation_fraction=0.5,
+                  weightings=("uniform", "power"), optimizer_at_switch=("keep", "reset_moments"), ablation_fraction=0.5,
                   ablation_bag_sizes=(4, 16), jobs=2)
 
 
@@ -193,9 +193,12 @@ def cell_overrides(setup: SweepSetup, cell: Cell | None) -> list[str]:
         bs = bench_setup(setup, _BASELINE_TST["bag_size"], _BASELINE_TST["superposition_fraction"])
         return run_overrides(bs, steps=setup.steps, lr=setup.lr, tst=False) + ["--checkpoint.no-enable"]
     bs = bench_setup(setup, cell.bag_size, cell.superposition_fraction)
-    return run_overrides(bs, steps=setup.steps, lr=setup.lr, tst=True) + [
+    overrides = run_overrides(bs, steps=setup.steps, lr=setup.lr, tst=True) + [
         "--checkpoint.no-enable", "--tst.mode", cell.mode, "--tst.loss_weighting", cell.weighting,
         "--tst.optimizer_at_switch", cell.optimizer_at_switch]
+    if cell.optimizer_at_switch == "reset_rewarm":  # over the run's own warmup length
+        overrides += ["--tst.rewarm_steps", str(bs.warmup())]
+    return overrides
 
 
 def _run_summary(run: dict, dump: str, reused: bool) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from tst_titan.method.schedule import window_tokens
+from tst_titan.method.schedule import window_size
 
 
 def next_token_sample(window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -28,10 +28,10 @@ def next_token_sample(window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 def make_sample(window: torch.Tensor, mode: str, bag_size: int, seq_len: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One phase-1 sample of ``mode`` from a 1-D window of ``window_tokens(mode, s, L)`` tokens
+    """One phase-1 sample of ``mode`` from a 1-D window of ``window_size(mode, s, L)`` tokens
     (see the table in the module docstring)."""
     s, L = bag_size, seq_len
-    expected = window_tokens(mode, s, L)[0]
+    expected = window_size(mode, s, L)
     if window.dim() != 1 or window.numel() != expected:
         raise ValueError(f"a {mode!r} sample needs a 1-D window of {expected} tokens, got {tuple(window.shape)}")
     if mode == "input_only":

@@ -27,17 +27,28 @@ def gradient_accumulation_steps(global_batch_size: int, local_batch_size: int, d
     return max(global_batch_size // (local_batch_size * dp_world_size), 1)
 
 
-def window_tokens(mode: str, bag_size: int, seq_len: int) -> tuple[int, str]:
-    """Tokens one phase-1 sample of ``mode`` takes (and the formula, for messages): L positions and
-    the tokens their labels need. With ``bag_size`` 1 every mode is the plain ``L + 1``."""
+def window_size(mode: str, bag_size: int, seq_len: int) -> int:
+    """Tokens one phase-1 sample of ``mode`` takes: L positions and the tokens their labels need.
+    With ``bag_size`` 1 every mode is the plain ``L + 1``. (Called per sample: numbers only.)"""
     s, L = bag_size, seq_len
     if mode == "full":
-        return s * (L + 1), f"tst.bag_size ({s}) x (training.seq_len ({L}) + 1)"
+        return s * (L + 1)
     if mode == "input_only":
-        return s * L + 1, f"tst.bag_size ({s}) x training.seq_len ({L}) + 1"
+        return s * L + 1
     if mode == "output_only":
-        return L + s, f"training.seq_len ({L}) + tst.bag_size ({s})"
+        return L + s
     raise ValueError(f"tst.mode must be one of {', '.join(map(repr, MODES))}, got {mode!r}")
+
+
+def window_tokens(mode: str, bag_size: int, seq_len: int) -> tuple[int, str]:
+    """:func:`window_size` and its formula with the config keys, for messages."""
+    s, L = bag_size, seq_len
+    formula = {
+        "full": f"tst.bag_size ({s}) x (training.seq_len ({L}) + 1)",
+        "input_only": f"tst.bag_size ({s}) x training.seq_len ({L}) + 1",
+        "output_only": f"training.seq_len ({L}) + tst.bag_size ({s})",
+    }.get(mode)
+    return window_size(mode, bag_size, seq_len), formula
 
 
 @dataclass(frozen=True)
@@ -79,9 +90,8 @@ class PhaseSchedule:
         return self.bag_size if phase == 1 and self.mode != "input_only" else 1
 
     def window(self, phase: int) -> int:
-        """Tokens one sample consumes (see :func:`window_tokens`)."""
-        return window_tokens(self.mode if phase == 1 else "full",
-                             self.bag_size if phase == 1 else 1, self.seq_len)[0]
+        """Tokens one sample consumes (see :func:`window_size`)."""
+        return window_size(self.mode if phase == 1 else "full", self.bag_size if phase == 1 else 1, self.seq_len)
 
     def global_positions_per_step(self) -> int:
         return self.samples_per_step * self.dp_world_size * self.seq_len

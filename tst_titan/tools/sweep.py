@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bag-sizes", help="comma-separated bag sizes s, e.g. 2,4,8,16")
     parser.add_argument("--modes", help="tst.mode values; the first is the heat map's: full,input_only,output_only")
     parser.add_argument("--weightings", help="tst.loss_weighting values; the first is the heat map's")
-    parser.add_argument("--optimizer-at-switch", help="tst.optimizer_at_switch values (keep,reset); the first is the heat map's")
+    parser.add_argument("--optimizer-at-switch", help="tst.optimizer_at_switch values (keep,reset_moments,reset_rewarm; reset_rewarm re-warms over the run's warmup length); the first is the heat map's")
     parser.add_argument("--ablation-fraction", type=float, help="r of the ablation cells (default: the grid's r closest to 0.3)")
     parser.add_argument("--ablation-bag-sizes", help="s values of the ablation cells (default: the grid's)")
     parser.add_argument("--steps", type=int, help="N, the steps of every run")

@@ -158,6 +158,9 @@ def run_plan(rank: int, plan: Plan, dump: str) -> None:
             trainer.checkpointer.save(curr_step=0, last_step=True)
         else:
             trainer.train()
+            if config.compile.enable and rank == 0:  # what torch.compile really did (dynamo's counters)
+                stats = dict(torch._dynamo.utils.counters["stats"])
+                _write(os.path.join(dump, "compile.json"), json.dumps({"backend": config.compile.backend, **stats}))
     except Exception as e:  # noqa: BLE001
         if not plan.expect_error:
             raise

@@ -17,14 +17,14 @@ from matplotlib.figure import Figure
 from torch.distributed._tools.mem_tracker import MemTracker
 
 from tst_titan.analysis.compare import curve, format_speedup, matched_loss_speedup, value_at
+from tst_titan.analysis.runs import build_model
 from tst_titan.components.dataloader import TokenWindowDataset
 from tst_titan.datastore.build import ensure_store
 from tst_titan.datastore.store import TokenStore
 from tst_titan.experiments.runner import Progress, run_training, versions
-from tst_titan.method.embedding import install_bag_embedding
 from tst_titan.method.loss import bag_cross_entropy
 from tst_titan.method.schedule import PhaseSchedule, switch_step
-from tst_titan.train_spec import flavors_of, get_tst_train_spec
+from tst_titan.train_spec import flavors_of
 
 
 # -- what is compared -------------------------------------------------------------------------
@@ -111,16 +111,12 @@ def peak_memory_bytes(fn, *tracked) -> int:
 
 
 def _build_model(model_name: str, flavor: str, seq_len: int, device):
-    spec = get_tst_train_spec(model_name)
-    args = spec.model_args[flavor]
-    args = replace(args, max_seq_len=seq_len) if hasattr(args, "max_seq_len") else args
     with torch.device(device):
-        model = spec.model_cls(args)
+        model = build_model(model_name, flavor, seq_len)
     if device != "meta":
         with torch.no_grad():
             model.init_weights()
-    install_bag_embedding(model)
-    nparams, flops_per_position = args.get_nparams_and_flops(model, seq_len)
+    nparams, flops_per_position = flavors_of(model_name)[flavor].get_nparams_and_flops(model, seq_len)
     return model, nparams, flops_per_position
 
 

@@ -23,9 +23,8 @@ torchtitan checks it, for the duration of the family's parallelize call, when it
 ``Float8TrainingOpConfig``: the weights of the ``GroupedExperts`` modules matching
 ``quantize.grouped_mm.float8.fqns`` become ``Float8TrainingWeightWrapperTensor``, whose
 ``_grouped_mm`` runs dynamic rowwise float8 scaled grouped GEMMs. It needs an SM89+ GPU and the
-grouped-mm experts (``use_grouped_mm = True``); its GPU speed is not measured yet (a spike's first
-step did not finish within 80 s: compile or hang, not established). The conversion itself is
-tested on CPU (:func:`convert_grouped_experts_to_float8`).
+grouped-mm experts (``use_grouped_mm = True``); its GPU speed is unmeasured (README, "Model
+configs"). The conversion itself is tested on CPU (:func:`convert_grouped_experts_to_float8`).
 """
 
 from __future__ import annotations

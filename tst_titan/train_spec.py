@@ -6,7 +6,7 @@ family:
 
 * tokenizer + dataloader: the token store and the phase-carrying dataset
   (``tst_titan.components.dataloader``);
-* ``parallelize_fn``: the family's own, then the bag-mean hook on ``tok_embeddings``
+* ``parallelize_fn``: the family's own, then the bag-mean embedding on ``tok_embeddings``
   (``tst_titan.method.embedding``) and the CPU fix-ups (``tst_titan.infra.cpu``, no-op with an accelerator);
 * loss: ``bag_cross_entropy`` (3-D labels: next bag; 2-D: torchtitan's cross-entropy);
 * validator: next-token loss on the same held-out tokens at every evaluation;

@@ -54,7 +54,7 @@ def _sample(tokens: list[int], mode: str) -> tuple[list[list[int]], list[list[in
 
 def _by_hand(model_name: str, weights: dict, stream: list[int], mode: str) -> float:
     spec = get_tst_train_spec(model_name)
-    model = spec.model_cls(spec.model_args["tiny"])  # no bag hook: the means are computed here
+    model = spec.model_cls(spec.model_args["tiny"])  # no bag embedding: the means are computed here
     model.load_state_dict(weights)
     table = model.tok_embeddings.weight.detach().double()
     window = {"full": BAG * (SEQ + 1), "input_only": BAG * SEQ + 1, "output_only": SEQ + BAG}[mode]

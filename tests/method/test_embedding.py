@@ -1,6 +1,7 @@
-"""Bag embedding: the fp32 mean of s token embeddings, as a hook on the stock embedding.
+"""Bag embedding: the fp32 mean of s token embeddings, in the stock embedding module.
 
-(The hook under torch.compile and activation checkpointing: tests/integration/test_train.py.)"""
+(Under tensor parallelism: test_embedding_tensor_parallel.py; under torch.compile and activation
+checkpointing: tests/integration/test_train.py.)"""
 
 import torch
 from torch import nn
@@ -42,10 +43,10 @@ def test_bag_mean_of_bf16_is_within_one_bf16_rounding_of_the_exact_mean():
     torch.testing.assert_close(got.double(), _loop_mean(e), rtol=2**-8, atol=0)
 
 
-def test_hook_averages_bags_and_leaves_plain_tokens_alone():
+def test_embedding_averages_bags_and_leaves_plain_tokens_alone():
     torch.manual_seed(0)
     model = install_bag_embedding(Tiny())
-    install_bag_embedding(model)  # idempotent: one hook only
+    install_bag_embedding(model)  # idempotent
     tokens = torch.randint(0, 50, (2, 5, 4))
     table = model.tok_embeddings.weight
     naive = torch.stack([torch.stack([table[b].mean(0) for b in row]) for row in tokens])

@@ -235,7 +235,7 @@ def load_embeddings(run_dir: str, step: int) -> tuple[torch.Tensor, torch.Tensor
 
 
 def build_model(model_name: str, flavor: str, seq_len: int):
-    """The TST spec's model (CPU, float32) with the bag-mean hook: ``[B, L, s]`` inputs are bags."""
+    """The TST spec's model (CPU, float32) with the bag-mean embedding: ``[B, L, s]`` inputs are bags."""
     spec = get_tst_train_spec(model_name)
     args = spec.model_args[flavor]
     if hasattr(args, "max_seq_len"):
@@ -244,7 +244,7 @@ def build_model(model_name: str, flavor: str, seq_len: int):
 
 
 def load_model(run_dir: str, step: int, info: RunInfo | None = None, seq_len: int | None = None):
-    """The run's model with the weights of checkpoint ``step`` (eval mode, bag hook installed)."""
+    """The run's model with the weights of checkpoint ``step`` (eval mode, bag embedding installed)."""
     info = info or run_info(run_dir)
     model = build_model(info.model_name, info.flavor, seq_len or info.seq_len or 2048)
     weights = load_checkpoint_tensors(checkpoint_dir(run_dir, step))

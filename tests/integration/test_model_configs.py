@@ -48,8 +48,31 @@ def test_every_config_dry_runs_without_its_data(name):
     if name.split("_")[0] in ("270m", "600m", "3b", "10b"):
         assert report["data"]["present"] is False  # placeholder path: not needed for the dry run
         assert report["compile"] is True and report["activation_checkpoint"] != "none"
-        assert par["tp"] > 1 and par["dp_shard"] > 1 and par["loss_parallel"]
         assert "quantize.linear.float8" in report["float8"]["converters"]
+        with open(config(name), "rb") as f:  # FSDP2 over whatever GPUs there are
+            assert tomllib.load(f)["parallelism"]["data_parallel_shard_degree"] == -1
+
+
+#: (config stem, tensor parallel, expert parallel, global batch, local batch)
+BIG_PARALLELISM = [("270m", 1, 1, 1024, 16), ("600m", 1, 1, 1024, 16), ("3b", 2, 1, 1024, 8),
+                   ("10b_a1b_moe", 2, 8, 2048, 4)]
+
+
+@pytest.mark.parametrize("world_size", [8, 16, 32])
+@pytest.mark.parametrize("stem, tp, ep, global_batch, local_batch", BIG_PARALLELISM)
+def test_big_configs_train_the_same_math_on_8_16_or_32_gpus(stem, tp, ep, global_batch, local_batch, world_size):
+    report = dry_run(config(f"{stem}_tst.toml"), world_size=world_size)
+    par = report["parallelism"]
+    dp = world_size // tp  # FSDP2 takes every GPU TP leaves
+    assert (par["world_size"], par["tp"], par["ep"], par["dp_shard"]) == (world_size, tp, ep, dp)
+    assert par["efsdp"] == (dp * tp // ep if ep > 1 else None)  # experts: EP x expert-FSDP = all GPUs
+    # the same samples per optimizer step on every world size: only the accumulation changes
+    assert par["global_batch_size"] == global_batch
+    assert par["gradient_accumulation_steps"] == global_batch // (local_batch * dp)
+    # parameters + gradients + AdamW moments in fp32: 16 bytes per parameter, sharded over every GPU
+    # (the report rounds to 3 decimals; MoE: a few unsharded router/norm bytes)
+    memory = report["memory_per_gpu_gib"]["total"]
+    assert memory == pytest.approx(report["params"]["total"] * 16 / world_size / 2**30, rel=1e-3, abs=6e-4)
 
 
 @pytest.mark.parametrize("stem, exact, nominal, tolerance", DENSE)
@@ -65,7 +88,7 @@ def test_dense_parameter_counts(stem, exact, nominal, tolerance):
 
 
 def test_moe_is_10b_total_1b_active():
-    report = dry_run(config("10b_a1b_moe_tst.toml"))
+    report = dry_run(config("10b_a1b_moe_tst.toml"), world_size=32)
     params = report["params"]
     assert abs(params["total"] / 10e9 - 1) <= 0.10
     assert abs(params["active_per_token"] / 1e9 - 1) <= 0.10
@@ -104,10 +127,13 @@ def test_world_size_resolves_minus_one_like_torchtitan():
 
 
 def test_dense_float8_choices():
-    small = dry_run(config("270m_tst.toml"))["float8"]["linear"]
+    small = dry_run(config("270m_tst.toml"), world_size=8)["float8"]["linear"]
     assert small["converted_kinds"] == ["feed_forward.w1", "feed_forward.w3"]  # auto_filter_small_kn
-    assert small["float8_tp_plan"] is False  # some block linears stay bf16 -> plain TP
-    big = dry_run(config("3b_tst.toml"))["float8"]["linear"]
+    assert (small["float8_tp_plan"], small["reason"]) == (False, "no TP")  # the config uses none
+    small_tp = dry_run(config("270m_tst.toml"), ["--parallelism.tensor_parallel_degree", "3", "--training.seq_len",
+                                                 "2046", "--validation.seq_len", "2046"], world_size=6)
+    assert small_tp["float8"]["linear"]["float8_tp_plan"] is False  # some block linears stay bf16 -> plain TP
+    big = dry_run(config("3b_tst.toml"), world_size=16)["float8"]["linear"]
     assert big["converted_linears"] == 36 * 7 and big["float8_tp_plan"] is True
     assert big["fsdp_float8_all_gather"] is True
 
@@ -124,7 +150,8 @@ def test_command_line_prints_json(capsys):
     ("270m_tst.toml", ["--parallelism.tensor_parallel_degree", "2"], r"tensor_parallel_degree = 2 does not divide n_heads = 9"),
     ("3b_tst.toml", ["--parallelism.tensor_parallel_degree", "8"], r"does not divide n_kv_heads = 4"),
     ("3b_tst.toml", ["--training.seq_len", "2046", "--validation.seq_len", "2046"], r"training\.seq_len = 2046"),
-    ("3b_tst.toml", ["--world-size", "12"], r"parallelism\..*world size of 12"),
+    ("3b_tst.toml", ["--world-size", "7"], r"parallelism\..*world size of 7"),  # TP 2 does not divide 7
+    ("3b_tst.toml", ["--world-size", "12"], r"training\.global_batch_size .* data-parallel degree \(6\)"),
     ("270m_tst.toml", ["--training.local_batch_size", "24"], r"training\.global_batch_size"),
     ("10b_a1b_moe_tst.toml", ["--parallelism.expert_parallel_degree", "3"], r"expert_parallel_degree = 3"),
     ("3b_tst.toml", ["--parallelism.expert_parallel_degree", "2"], r"expert_parallel_degree = 2 needs an MoE"),

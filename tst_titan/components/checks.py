@@ -189,10 +189,18 @@ def check_model_config(job_config, model_args) -> None:
 
 
 # -- world-size dependent -------------------------------------------------------------------------
+def _fewest_fsdp_shards(degrees: dict) -> int:
+    """The smallest ``dp_shard`` for which expert parallelism (which borrows its ranks from
+    FSDP x CP x TP) fits: ``ep x etp`` must divide ``dp_shard x cp x tp``."""
+    experts = degrees["ep"] * degrees["etp"] if degrees["ep"] > 1 else 1
+    return next(k for k in range(1, experts + 1) if (k * degrees["cp"] * degrees["tp"]) % experts == 0)
+
+
 def resolve_parallelism(job_config, world_size: int | None = None) -> dict:
-    """The degrees torchtitan's ``ParallelDims`` would use on ``world_size`` ranks (default: the
-    product of the config's degrees, ``data_parallel_shard_degree = -1`` counting as 1), plus the
-    derived mesh sizes, data-parallel degree and gradient-accumulation steps."""
+    """The degrees torchtitan's ``ParallelDims`` would use on ``world_size`` ranks, plus the
+    derived mesh sizes, data-parallel degree and gradient-accumulation steps. Default world size:
+    the product of the config's degrees; with ``data_parallel_shard_degree = -1``, the smallest
+    world size the config runs on (the fewest FSDP shards that expert parallelism allows)."""
     par = job_config.parallelism
     degrees = {
         "dp_replicate": par.data_parallel_replicate_degree,
@@ -205,7 +213,7 @@ def resolve_parallelism(job_config, world_size: int | None = None) -> dict:
     }
     if world_size is None:
         world_size = math.prod(v for k, v in degrees.items() if k not in ("ep", "etp", "dp_shard"))
-        world_size *= max(degrees["dp_shard"], 1)
+        world_size *= degrees["dp_shard"] if degrees["dp_shard"] > 0 else _fewest_fsdp_shards(degrees)
     if world_size < 1:
         raise ConfigError(f"--world-size must be >= 1, got {world_size}")
     try:

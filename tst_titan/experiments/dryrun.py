@@ -12,8 +12,9 @@ and returns what the command prints (:func:`dry_run`):
   parameters + attention), per position; a phase-1 position carries s tokens at the same cost;
 * ``tokens_per_step``: positions per optimizer step, and the text tokens read per step in each
   phase (phase 1 reads s per position);
-* ``parallelism``: degrees for ``--world-size`` (default: the product of the config's degrees,
-  ``data_parallel_shard_degree = -1`` counting as 1), gradient-accumulation steps;
+* ``parallelism``: degrees for ``--world-size`` (default: the product of the config's degrees;
+  with ``data_parallel_shard_degree = -1``, the smallest world size the config runs on),
+  gradient-accumulation steps;
 * ``memory_per_gpu_gib``: parameters + gradients + AdamW state, sharded as FSDP x TP x EP would
   shard them, in ``training.dtype`` (torchtitan keeps sharded parameters, gradients and
   optimizer state in it; ``mixed_precision_param`` only sets the compute copy). What it leaves out

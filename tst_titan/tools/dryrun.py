@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("config", help="a TOML file, or the name of a packaged config (e.g. debug_tst.toml)")
     parser.add_argument("--world-size", type=int, default=None, metavar="N",
-                        help="GPUs to resolve the degrees for (default: the config's degrees)")
+                        help="GPUs to resolve the degrees for (default: the config's degrees; with "
+                        "data_parallel_shard_degree = -1 the smallest world size it runs on)")
     args, overrides = parser.parse_known_args(argv)
     try:
         report = dry_run(args.config, overrides, args.world_size)

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# One-GPU performance check (< 8 minutes on one H200): the 270M TST config and its baseline twin
+# First the GPU tests (pytest -m gpu: bf16 bag loss vs float64, phase-1 vs baseline peak memory at
+# vocab 128k, no host-device sync in a step, compile with bags, FSDP2 on one GPU; ~1 minute), their
+# figures to gpu_tests.json and their report to gpu_tests.xml in the output folder.
+# Then the one-GPU performance check (< 8 minutes on one H200): the 270M TST config and its baseline twin
 # with torch.compile and real float8 (plus a bf16 reference), and the debug MoE with grouped GEMMs
 # (plus an exploratory float8 grouped-GEMM run), a few steps each on GPU 0. Writes step times per
 # phase, tokens/s, peak memory and MFU to outputs/gpu_check/gpu_check.json (--out DIR to change);
@@ -18,4 +21,22 @@ fi
 if [[ " $* " != *" --cpu-smoke "* ]]; then
     export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
 fi
-exec "$PYTHON" -m tst_titan.tools.gpucheck "$@"
+tests_status=0
+if [[ " $* " != *" --cpu-smoke "* ]]; then
+    out=outputs/gpu_check
+    args=("$@")
+    for ((i = 0; i < ${#args[@]} - 1; i++)); do
+        if [[ "${args[i]}" == "--out" ]]; then out="${args[i+1]}"; fi
+    done
+    mkdir -p "$out"
+    rm -f "$out/gpu_tests.json"
+    TST_GPU_RECORD="$out/gpu_tests.json" "$PYTHON" -m pytest -q -m gpu tests/integration/test_gpu.py \
+        -p no:cacheprovider --junitxml="$out/gpu_tests.xml" || tests_status=$?
+fi
+check_status=0
+"$PYTHON" -m tst_titan.tools.gpucheck "$@" || check_status=$?
+if (( tests_status != 0 )); then
+    echo "gpu_check: the GPU tests failed (status $tests_status); see $out/gpu_tests.xml" >&2
+    exit "$tests_status"
+fi
+exit "$check_status"

@@ -11,6 +11,18 @@ from tst_titan.datastore.build import ensure_store
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` need CUDA: without it they are reported as skipped, with the reason."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (bash scripts/gpu_check.sh runs the gpu tests first)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def embedded_store():
     """The embedded corpus store the debug configs train on (built once, ~10 s, then cached)."""

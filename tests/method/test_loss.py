@@ -338,3 +338,30 @@ def _loss_parallel_body(rank, world_size):
 @pytest.mark.slow
 def test_loss_parallel_matches_single_process():
     run_on_processes(_loss_parallel_body, 2)
+
+
+# ---------------------------------------------------------------- the kernel at s = 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_chunked_cross_entropy_is_torchtitans_next_token_loss(dtype):
+    from tst_titan.method.loss import chunked_cross_entropy
+
+    logits, labels = _logits(dtype), _labels(1)[..., 0]
+    loss, grad = _loss_and_grad(chunked_cross_entropy, logits, labels, chunk_size=3)
+    ref, ref_grad = _loss_and_grad(_naive, logits.detach().double(), labels[..., None], "uniform")
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-6, atol=0)
+    assert grad.dtype == dtype
+    tolerance = {"rtol": 1e-6, "atol": 1e-7} if dtype == torch.float32 else {"rtol": 2**-8, "atol": 1e-6}
+    torch.testing.assert_close(grad.double(), ref_grad, **tolerance)
+
+
+def test_chunked_cross_entropy_refuses_bags_and_bad_labels():
+    from tst_titan.method.loss import chunked_cross_entropy
+
+    with pytest.raises(ValueError, match=r"labels must be \[B, L\]"):
+        chunked_cross_entropy(_logits(), _labels(4))
+    labels = _labels(1)[..., 0].clone()
+    labels[0, 0] = V  # one past the vocabulary
+    with pytest.raises(RuntimeError, match="outside the vocabulary"):
+        chunked_cross_entropy(_logits(), labels)

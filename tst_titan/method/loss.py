@@ -82,14 +82,19 @@ def bag_weights(bag_size: int, weighting: str, device=None) -> torch.Tensor:
     return torch.tensor(_weights(bag_size, weighting), dtype=torch.float32, device=device)
 
 
+# device_weights, chunk_rows, valid_weight_sum, local_targets and assert_labels_in_vocab are shared
+# with tst_titan.method.fused_loss (the same loss fused with the output projection): package
+# helpers, not in __all__.
+
+
 @lru_cache(maxsize=None)
-def _device_weights(bag_size: int, weighting: str, device: torch.device) -> torch.Tensor:
+def device_weights(bag_size: int, weighting: str, device: torch.device) -> torch.Tensor:
     # Made once per (s, weighting, device): a tensor built from Python numbers on a GPU is a
     # blocking host-to-device copy, which every training step would otherwise pay. Read-only.
     return bag_weights(bag_size, weighting, device=device)
 
 
-def _chunk_rows(vocab: int, chunk_size: int | None) -> int:
+def chunk_rows(vocab: int, chunk_size: int | None) -> int:
     return chunk_size if chunk_size is not None else max(1, _CHUNK_ELEMENTS // vocab)
 
 
@@ -102,7 +107,7 @@ class _BagCrossEntropy(torch.autograd.Function):
         x = logits.reshape(-1, v_local)
         lab = labels.reshape(x.shape[0], -1)
         rows = x.shape[0]
-        chunk = _chunk_rows(v_local, chunk_size)
+        chunk = chunk_rows(v_local, chunk_size)
 
         # One fp32 logsumexp per position, chunked so no fp32 [B·L, V] copy exists at any time.
         lse = torch.empty(rows, dtype=torch.float32, device=x.device)
@@ -110,7 +115,7 @@ class _BagCrossEntropy(torch.autograd.Function):
             torch.logsumexp(x[a : a + chunk].float(), dim=-1, out=lse[a : a + chunk])
 
         # Weighted sum of the target logits: a gather of [B·L, s] values, in the local vocab slice.
-        idx, local_w = _local_targets(lab, weights, vocab_start, v_local)
+        idx, local_w = local_targets(lab, weights, vocab_start, v_local)
         target = x.gather(1, idx).float()
         target_sum = torch.where(local_w != 0, target * local_w, 0.0).sum(dim=1)
 
@@ -123,7 +128,7 @@ class _BagCrossEntropy(torch.autograd.Function):
             lse = m + torch.log(both[0])
             target_sum = both[1]
 
-        wsum = _valid_weight_sum(lab, weights)
+        wsum = valid_weight_sum(lab, weights)
         loss = (lse * wsum - target_sum).sum()
 
         ctx.save_for_backward(logits, labels, lse)
@@ -138,8 +143,8 @@ class _BagCrossEntropy(torch.autograd.Function):
         lab = labels.reshape(x.shape[0], -1)
         g = grad_out.float()
 
-        coef = g * _valid_weight_sum(lab, ctx.weights)  # [B·L]: weight of the softmax term
-        idx, local_w = _local_targets(lab, ctx.weights, ctx.vocab_start, v_local)
+        coef = g * valid_weight_sum(lab, ctx.weights)  # [B·L]: weight of the softmax term
+        idx, local_w = local_targets(lab, ctx.weights, ctx.vocab_start, v_local)
         target_coef = -g * local_w  # [B·L, s]: 0 for ignored / other-shard targets
 
         grad = torch.empty_like(x)
@@ -157,16 +162,23 @@ class _BagCrossEntropy(torch.autograd.Function):
         return grad.view(logits.shape), None, None, None, None, None
 
 
-def _valid_weight_sum(lab: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+def valid_weight_sum(lab: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
     return ((lab != IGNORE_INDEX) * weights).sum(dim=1)
 
 
-def _local_targets(lab, weights, vocab_start, v_local):
+def local_targets(lab, weights, vocab_start, v_local):
     """Column index of each target in the local vocab slice (clamped, so always a valid index) and
     its weight there (0 where the target is ignored or lives on another shard)."""
     shifted = lab - vocab_start
     here = (lab != IGNORE_INDEX) & (shifted >= 0) & (shifted < v_local)
     return shifted.clamp(0, v_local - 1), here * weights
+
+
+def assert_labels_in_vocab(labels: torch.Tensor, vocab: int) -> None:
+    """Like torchtitan's cross-entropy, a label outside the vocabulary is an error, not a dropped
+    target; a device-side assert, so checking costs no host-device synchronisation."""
+    torch._assert_async(((labels >= 0) & (labels < vocab) | (labels == IGNORE_INDEX)).all(),
+                        "bag loss: a label is outside the vocabulary (and is not the ignore index -100)")
 
 
 def _sharded_vocab(logits: DTensor):
@@ -197,7 +209,7 @@ def _bag_loss(logits, labels, weighting, chunk_size, plain_ce):
             f"labels {tuple(labels.shape)} do not match logits {tuple(logits.shape)} in [B, L]"
         )
     s = labels.shape[-1]
-    weights = _device_weights(s, weighting, labels.device)  # also checks `weighting`
+    weights = device_weights(s, weighting, labels.device)  # also checks `weighting`
     if s == 1:  # every weighting is 1 at s = 1 (mean-1 normalisation): the baseline, bit for bit
         return plain_ce(logits, labels[..., 0])
 
@@ -216,10 +228,7 @@ def _bag_loss(logits, labels, weighting, chunk_size, plain_ce):
                 f"{logits.device_mesh.ndim}-D mesh"
             )
     vocab = logits.shape[-1] * (dist.get_world_size(group) if group is not None else 1)
-    # Like torchtitan's cross-entropy, a label outside the vocabulary is an error, not a dropped
-    # target; a device-side assert, so checking costs no host-device synchronisation.
-    torch._assert_async(((labels >= 0) & (labels < vocab) | (labels == IGNORE_INDEX)).all(),
-                        "bag loss: a label is outside the vocabulary (and is not the ignore index -100)")
+    assert_labels_in_vocab(labels, vocab)
     return _BagCrossEntropy.apply(logits, labels, weights, chunk_size, group, vocab_start)
 
 
@@ -251,3 +260,21 @@ def bag_cross_entropy_reference(logits: torch.Tensor, labels: torch.Tensor, weig
     valid = labels != IGNORE_INDEX
     picked = log_probs.gather(-1, torch.where(valid, labels, 0).long())  # [B, L, s]
     return -(picked * weights * valid).sum()
+
+
+def chunked_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+    """Next-token cross entropy (``labels [B, L]``, summed over the non-ignored labels, like
+    torchtitan's ``cross_entropy_loss``) through the bag loss's chunked kernel at s = 1: no fp32
+    ``[B·L, V]`` copy of the logits. Not what training uses (TST's next-token steps and the
+    baseline are torchtitan's own loss, bit for bit); it lets a measurement compare phase 1 with a
+    next-token step *of the same kernel*, so that the kernel's gain is not taken for TST's
+    (``tst_titan.experiments.steptime``). Plain tensors only."""
+    if labels.dim() != 2:
+        raise ValueError(f"labels must be [B, L], got shape {tuple(labels.shape)}")
+    if isinstance(logits, DTensor):
+        raise ValueError("chunked_cross_entropy takes plain (unsharded) logits; use bag_cross_entropy "
+                         "under loss parallel")
+    labels = labels.long().unsqueeze(-1)
+    assert_labels_in_vocab(labels, logits.shape[-1])
+    weights = device_weights(1, "uniform", labels.device)
+    return _BagCrossEntropy.apply(logits, labels, weights, chunk_size, None, 0)

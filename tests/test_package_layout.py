@@ -25,6 +25,7 @@ LAYERS = (
     ("tst_titan.components",),
     ("tst_titan.flavors", "tst_titan.train_spec", "tst_titan.config"),
     ("tst_titan.analysis", "tst_titan.export"),
+    ("tst_titan.evaluation",),
     ("tst_titan.experiments",),
     ("tst_titan.tools",),
 )

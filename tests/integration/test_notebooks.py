@@ -24,6 +24,7 @@ FIGURES = {
     "02_embeddings.ipynb": ["emb_01_norms_vs_frequency", "emb_02_input_output_cosine", "emb_03_drift_vs_frequency",
                             "emb_04_pca", "emb_05_bag_decodability", "emb_06_phase1_entropy"],
     "03_ablations.ipynb": ["abl_01_heatmap", "abl_02_modes", "abl_03_weightings", "abl_04_optimizer"],
+    "04_downstream.ipynb": ["down_01_accuracy"],
 }
 #: Notebooks that read a sweep (``python -m tst_titan.tools.sweep``) instead of a TST/baseline pair.
 SWEEP_NOTEBOOKS = ["03_ablations.ipynb"]

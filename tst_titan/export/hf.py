@@ -75,6 +75,17 @@ def run_root(path: str) -> str:
     return path
 
 
+def complete_checkpoint_steps(folder: str) -> list[int]:
+    """Steps of the complete checkpoints (``step-N`` with a ``.metadata``) in a checkpoint folder."""
+    steps = []
+    if os.path.isdir(folder):
+        for name in os.listdir(folder):
+            m = re.fullmatch(r"step-(\d+)", name)
+            if m and os.path.isfile(os.path.join(folder, name, ".metadata")):
+                steps.append(int(m.group(1)))
+    return sorted(steps)
+
+
 def checkpoint_step_dir(run_dir: str, job_config, step: int | None = None) -> str:
     """The ``step-N`` directory to export (the latest complete one unless ``step``)."""
     if os.path.isfile(os.path.join(run_dir, ".metadata")):
@@ -85,12 +96,7 @@ def checkpoint_step_dir(run_dir: str, job_config, step: int | None = None) -> st
         if not os.path.isfile(os.path.join(path, ".metadata")):
             raise ExportError(f"no complete checkpoint {path} (no .metadata)")
         return path
-    steps = []
-    if os.path.isdir(folder):
-        for name in os.listdir(folder):
-            m = re.fullmatch(r"step-(\d+)", name)
-            if m and os.path.isfile(os.path.join(folder, name, ".metadata")):
-                steps.append(int(m.group(1)))
+    steps = complete_checkpoint_steps(folder)
     if not steps:
         raise ExportError(f"no checkpoint in {folder}: train with checkpoint.enable = true")
     return os.path.join(folder, f"step-{max(steps)}")

@@ -66,6 +66,13 @@ class TST:
     """With ``optimizer_at_switch = "reset_rewarm"``: phase-2 step j (1 = the first) runs at
     min(1, j / rewarm_steps) x the scheduled learning rate. Must be 0 with the other settings."""
 
+    data_seed: int = 0
+    """Order of the training documents (an integer >= 0): 0 reads the token store's documents in
+    their stored order; any other value reads them in an order shuffled by that seed (documents
+    kept whole, the same on every machine). TST and baseline runs with the same value read the same
+    token stream. Validation data is never reordered. A seed study varies it together with
+    ``debug.seed`` (the initialisation)."""
+
 
 @dataclass
 class JobConfig:

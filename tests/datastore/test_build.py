@@ -268,7 +268,7 @@ def test_ensure_store_builds_the_embedded_corpus_once_under_a_lock(tmp_path, mon
     with pytest.raises(ValueError) as e:
         ensure_store(out, vocab_size=512)
     assert "training.dataset_path" in str(e.value) and "300" in str(e.value) and "512" in str(e.value)
-    with pytest.raises(ValueError, match="site-packages"):
+    with pytest.raises(ValueError, match="pinned-packages"):
         ensure_store(out, vocab_size=300, include_site_packages=True)
 
 

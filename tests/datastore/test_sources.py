@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import itertools
 import json
 import sysconfig
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from tst_titan.datastore.sources import (
+    CORPUS_DISTRIBUTIONS,
+    pinned_distribution_files,
     HF_SHORT_NAMES,
     MAX_CHARS,
     CorpusStats,
@@ -109,16 +112,26 @@ def test_embedded_source_files_are_stdlib_sources_without_tests():
     assert files == embedded_source_files()
 
 
-def test_embedded_source_files_with_site_packages_adds_installed_packages():
-    purelib = Path(sysconfig.get_paths()["purelib"])
+def test_embedded_source_files_with_site_packages_adds_the_pinned_distributions():
     stdlib_files = embedded_source_files()
     files = embedded_source_files(include_site_packages=True)
     assert files[: len(stdlib_files)] == stdlib_files
     extra = files[len(stdlib_files) :]
-    assert len(extra) > 100
-    assert all(f.is_relative_to(purelib) for f in extra)
-    assert not any(is_test_path(f.relative_to(purelib)) for f in extra)
-    assert any(f.relative_to(purelib).parts[0] == "numpy" for f in extra)
+    assert extra == [path for path, _ in pinned_distribution_files()]
+    # every file is one a pinned distribution installed; each distribution contributes, in the
+    # listed order, its files sorted by path, without tests
+    owner_of, root_of = {}, {}
+    for name, _ in CORPUS_DISTRIBUTIONS:
+        dist = importlib.metadata.distribution(name)
+        for f in dist.files:
+            owner_of[Path(dist.locate_file(f))] = name
+            root_of[name] = Path(dist.locate_file(""))
+    owners = [owner_of[f] for f in extra]
+    assert [n for i, n in enumerate(owners) if i == 0 or owners[i - 1] != n] == [n for n, _ in CORPUS_DISTRIBUTIONS]
+    for name, _ in CORPUS_DISTRIBUTIONS:
+        rel = [f.relative_to(root_of[name]).parts for f, o in zip(extra, owners) if o == name]
+        assert rel == sorted(rel) and all(r[-1].endswith(".py") for r in rel)
+        assert not any(is_test_path(Path(*r)) for r in rel)
 
 
 def test_embedded_documents_are_the_chunked_stdlib_sources():

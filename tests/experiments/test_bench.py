@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from tst_titan.datastore.store import read_manifest
 from tst_titan.experiments import bench
 from tst_titan.method.schedule import switch_step
 from tst_titan.tools import bench as bench_tool
@@ -33,6 +34,10 @@ def test_tiny_bench_writes_json_and_png(tmp_path, capsys):
     assert result["speedup_to_tst_final_val_loss"]["steps_str"].endswith("x")
     assert result["step_time"]["step_time_ratio"] > 0 and result["loader"]["tokens_per_s"] > 0
     assert "tst_titan" in result["versions"]
+    # the corpus it trained on, recorded (and the folder claimed for it)
+    store = bench.default_store(2048, large=False)  # the tiny flavor's vocab, the stdlib corpus
+    assert result["corpus_sha256"] == result["corpus"]["corpus_sha256"] == read_manifest(store)["corpus_sha256"]
+    assert json.loads((out / bench.CORPUS_FILE).read_text())["corpus_sha256"] == result["corpus_sha256"]
     printed = capsys.readouterr().out
     assert "speedup to TST's final val loss, steps" in printed and "ETA" in printed
 
@@ -40,9 +45,17 @@ def test_tiny_bench_writes_json_and_png(tmp_path, capsys):
 def test_loss_bench_writes_json(tmp_path):
     assert bench_tool.main(["loss", "--vocabs", "512", "--bag-sizes", "1,4", "--positions", "32",
                             "--out", str(tmp_path)]) == 0
-    rows = json.loads((tmp_path / "bench_loss.json").read_text())["rows"]
+    result = json.loads((tmp_path / "bench_loss.json").read_text())
+    rows = result["rows"]
     assert [(r["vocab"], r["bag_size"]) for r in rows] == [(512, 1), (512, 4)]
     assert all(r["time_vs_one_ce"] > 0 and r["bag_cross_entropy_peak_bytes"] >= 0 for r in rows)
+    # the projection + loss rows: fused kernel, Linear + bag loss, Linear + reference
+    assert result["hidden_dim"] == 256
+    for r in rows:
+        for name in ("fused_projection_bag_loss", "linear_bag_cross_entropy", "linear_reference"):
+            assert r[f"{name}_s"] > 0 and r[f"{name}_peak_bytes"] > 0
+        assert r["fused_time_vs_linear_bag"] == r["fused_projection_bag_loss_s"] / r["linear_bag_cross_entropy_s"]
+        assert r["fused_loss_rel_diff"] < 1e-5  # the same loss, fused or not (fp32)
 
 
 @pytest.mark.slow

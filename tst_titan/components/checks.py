@@ -298,6 +298,11 @@ def check_tst_section(tst: TST) -> None:
     steps = tst.rewarm_steps
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ConfigError(f"tst.rewarm_steps must be an integer >= 0, got {steps!r}")
+    seed = tst.data_seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(
+            f"tst.data_seed must be an integer >= 0 (0: the token store's document order), got {seed!r}"
+        )
     if tst.optimizer_at_switch == "reset_rewarm" and steps < 1:
         raise ConfigError(
             "tst.rewarm_steps must be >= 1 with tst.optimizer_at_switch = 'reset_rewarm' (the steps "

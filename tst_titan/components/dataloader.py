@@ -12,6 +12,12 @@ cursor, the epoch and the run's ``[tst]`` settings are the dataloader's checkpoi
 resume lands exactly where the uninterrupted run would be, and a resume with other settings is
 refused. Without that state the dataset follows the step the learning-rate schedulers resumed at
 (``tst_titan.components.run_context``).
+
+``tst.data_seed`` reorders the training split's documents before any window is cut
+(``tst_titan.datastore.store.DocumentOrderView``): every window size (phase-1 bags, phase-2
+samples, any rank count) reads the same reordered stream, so a TST run and its baseline with the
+same seed read the same tokens in the same order, and the position stays a pure function of the
+sample index. Seed 0 serves the store itself.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from torchtitan.tools.logging import logger
 from tst_titan.components.checks import tst_section, check_data_config
 from tst_titan.components.data_source import ensure_store_of, store_dir_of
 from tst_titan.components.run_context import TrainingRun, begin_training_run
-from tst_titan.datastore.store import TokenStore
+from tst_titan.datastore.store import DocumentOrderView, TokenStore
 from tst_titan.method.bagging import make_sample, next_token_sample
 from tst_titan.method.schedule import (
     PhaseSchedule,
@@ -104,8 +110,11 @@ class TokenWindowDataset(IterableDataset, Stateful):
         name: str = "train",
         run: TrainingRun | None = None,
         settings: dict[str, Any] | None = None,
+        data_seed: int = 0,
     ) -> None:
-        self.store = store
+        self.data_seed = data_seed
+        # the stream every window is cut from: the store's document order, or a seeded one
+        self.store = store if data_seed == 0 else DocumentOrderView(store, data_seed)
         self.schedule = schedule
         self.dp_rank = dp_rank
         self.infinite = infinite
@@ -217,6 +226,7 @@ class TokenWindowDataset(IterableDataset, Stateful):
             "switch_sample": sched.switch_sample,
             "bag_size": sched.bag_size,
             "store_tokens": len(self.store),
+            "data_seed": self.data_seed,
         }
         if self.settings is not None:
             state["tst"] = dict(self.settings)
@@ -252,6 +262,14 @@ class TokenWindowDataset(IterableDataset, Stateful):
                 f"{saved[1]}, this run has tst.bag_size {sched.bag_size} switching at sample "
                 f"{sched.switch_sample} (tst.superposition_fraction x training.steps x batch); "
                 "resume with the settings the checkpoint was trained with"
+            )
+        # checkpoints written before tst.data_seed existed read the store's order: seed 0
+        saved_seed = state.get("data_seed", 0)
+        if saved_seed != self.data_seed:
+            raise ValueError(
+                f"[tst] cannot resume: the checkpoint read the training documents in the order of "
+                f"tst.data_seed = {saved_seed}, this run has tst.data_seed = {self.data_seed}; resume "
+                "with the seed the checkpoint was trained with"
             )
         if state.get("store_tokens") != len(self.store):
             raise ValueError(
@@ -292,7 +310,7 @@ def build_tst_dataloader(dp_world_size: int, dp_rank: int, tokenizer, job_config
     run = begin_training_run(job_config, tst_settings(job_config, schedule))
     dataset = TokenWindowDataset(
         TokenStore(ensure_store_of(job_config, vocab_size), "train"), schedule, dp_rank,
-        infinite=True, run=run, settings=run.settings,
+        infinite=True, run=run, settings=run.settings, data_seed=tst_section(job_config).data_seed,
     )
     run.datasets.append(dataset)
     return ParallelAwareDataloader(

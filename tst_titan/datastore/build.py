@@ -23,7 +23,9 @@ from filelock import FileLock
 from tokenizers import Tokenizer
 
 from tst_titan.datastore.sources import (
+    CORPUS_DISTRIBUTIONS,
     CorpusStats,
+    corpus_sha256,
     embedded_documents,
     folder_documents,
     folder_files,
@@ -260,7 +262,12 @@ def build_store(
     manifest = read_manifest(out) if out.is_dir() else None
     if manifest is not None:
         if manifest.get("build_key") == key:
-            log(f"{out} already holds this store: nothing to do")
+            if "corpus_sha256" not in manifest:  # built before stores recorded it: add it
+                manifest["corpus_sha256"] = corpus_sha256(texts)
+                atomic_write_bytes(out / MANIFEST, _json_bytes(manifest))
+                log(f"{out}: recorded its corpus_sha256 {manifest['corpus_sha256'][:12]}")
+            else:
+                log(f"{out} already holds this store: nothing to do")
             return manifest
         raise StoreMismatchError(_mismatch_message(out, manifest, params, complete=True))
     progress = None
@@ -389,6 +396,7 @@ def build_store(
         "format_version": FORMAT_VERSION,
         "complete": True,
         "build_key": key,
+        "corpus_sha256": corpus_sha256(texts),
         "dtype": "uint32",
         "byteorder": "little",
         "tokenizer_sha256": tok_sha,
@@ -468,14 +476,19 @@ def _mismatch_message(out: Path, existing: dict, params: dict, *, complete: bool
 
 
 def embedded_source_info(include_site_packages: bool = False) -> dict:
-    """What the embedded corpus is on this machine (kept in the manifest, not matched on)."""
-    paths = sysconfig.get_paths()
-    roots = [paths["stdlib"]] + ([paths["purelib"]] if include_site_packages else [])
-    return {"python": sys.version.split()[0], "roots": roots}
+    """What the embedded corpus is on this machine (kept in the manifest, not matched on): the
+    Python version (its stdlib is part of the corpus), and for the large corpus the pinned
+    distributions (name -> version) whose sources it adds."""
+    info = {"python": sys.version.split()[0], "stdlib": sysconfig.get_paths()["stdlib"]}
+    if include_site_packages:
+        info["distributions"] = dict(CORPUS_DISTRIBUTIONS)
+    return info
 
 
 def embedded_source_name(include_site_packages: bool = False) -> str:
-    return "embedded:stdlib+site-packages" if include_site_packages else "embedded:stdlib"
+    """The manifest's ``source`` of the embedded corpus: the stdlib alone, or with the pinned
+    distributions' sources (``sources.CORPUS_DISTRIBUTIONS``)."""
+    return "embedded:stdlib+pinned-packages" if include_site_packages else "embedded:stdlib"
 
 
 def folder_signature(folder: str | os.PathLike) -> str:
@@ -503,7 +516,8 @@ def document_source(
 ) -> tuple[str, dict | None, Iterator[str]]:
     """``(source, source_info, documents)`` to give :func:`build_store`: the documents of the
     local ``folder``, of the Hugging Face dataset ``hf``, or (neither given) of the embedded
-    corpus (with ``include_site_packages``, the installed packages' sources too).
+    corpus (with ``include_site_packages``, the pinned installed distributions' sources too:
+    ``sources.CORPUS_DISTRIBUTIONS``).
 
     ``source`` names them in the manifest (``embedded:stdlib``, ``folder:<absolute path>``,
     ``hf:<name>[/<config>][<split>]``); ``source_info`` is :func:`embedded_source_info`, a
@@ -576,7 +590,8 @@ def ensure_store(
 
     Its documents are those of the local ``folder``
     (:func:`~tst_titan.datastore.sources.folder_documents`) or, with ``folder=None``, the embedded
-    corpus (with ``include_site_packages``, the installed packages' sources too).
+    corpus (with ``include_site_packages``, the pinned installed distributions' sources too:
+    ``sources.CORPUS_DISTRIBUTIONS``).
 
     Safe to call from several processes at once (ranks starting together): the build runs under
     ``filelock.FileLock(store_dir + ".lock")`` and the others wait, then find it complete. A
@@ -608,14 +623,16 @@ def ensure_store(
             raise ValueError(f"{mismatch}: " + "; ".join(problems) + f". {remedy}")
         return manifest
 
+    # A matching complete store is returned as it is; one built before stores recorded their
+    # corpus_sha256 goes through build_store once more, which adds it (reading the documents).
     manifest = read_manifest(store_dir) if store_dir.is_dir() else None
-    if manifest is not None:
-        return checked(manifest)
+    if manifest is not None and "corpus_sha256" in checked(manifest):
+        return manifest
     store_dir.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(str(store_dir) + ".lock"):
         manifest = read_manifest(store_dir) if store_dir.is_dir() else None
-        if manifest is not None:
-            return checked(manifest)
+        if manifest is not None and "corpus_sha256" in checked(manifest):
+            return manifest
         stats = CorpusStats()
         source, source_info, docs = document_source(
             folder=folder, include_site_packages=include_site_packages, stats=stats

@@ -1,8 +1,9 @@
 """Documents to train on: plain iterators of ``str`` from three sources.
 
 * :func:`embedded_documents` -- text every machine with this package has: the running Python's
-  standard-library ``.py`` sources (tests excluded), optionally the ``.py`` sources of the
-  installed packages too. Needs no network and no download.
+  standard-library ``.py`` sources (tests excluded), optionally (the "large" corpus) the ``.py``
+  sources of a pinned list of installed distributions too (:data:`CORPUS_DISTRIBUTIONS`). Needs
+  no network and no download.
 * :func:`folder_documents` -- any local folder of ``.txt .md .rst .py`` files (one document per
   file) and ``.jsonl`` files (one document per line, field ``"text"``).
 * :func:`hf_documents` -- a Hugging Face dataset, streamed (``"c4"``, ``"fineweb-edu"`` or any
@@ -18,12 +19,17 @@ silently: undecodable files, JSON lines without a string text field, empty files
 :func:`split_of` assigns a document to ``"train"`` or ``"val"`` by a stable hash of its text, so
 the split is deterministic, independent of document order and identical texts always land in the
 same split. The tokenizer (:mod:`tst_titan.datastore.tokenizer`) is trained on the training split.
+
+:func:`corpus_sha256` names a corpus by its content: the hash of its documents' texts in order.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import base64
 import hashlib
+import importlib.metadata
+import itertools
 import json
 import os
 import sysconfig
@@ -36,8 +42,12 @@ __all__ = [
     "JSONL_EXTENSIONS",
     "FOLDER_EXTENSIONS",
     "HF_SHORT_NAMES",
+    "CORPUS_DISTRIBUTIONS",
+    "CorpusSourceError",
     "CorpusStats",
     "chunk_text",
+    "corpus_sha256",
+    "pinned_distribution_files",
     "is_test_path",
     "embedded_source_files",
     "embedded_documents",
@@ -59,11 +69,51 @@ FOLDER_EXTENSIONS = TEXT_EXTENSIONS + JSONL_EXTENSIONS
 TEST_DIR_NAMES = frozenset({"test", "tests", "idle_test"})
 NON_SOURCE_DIR_NAMES = frozenset({"site-packages", "dist-packages", "__pycache__"})
 
+#: The installed distributions whose ``.py`` sources join the standard library's in the large
+#: embedded corpus, at the exact versions it is built from (name, version). All are pure-Python
+#: wheels (``py3-none-any``: the same files on every platform) that this project's own
+#: installation brings: torchtitan, torchdata and tyro are pinned exactly by pyproject.toml,
+#: datasets / huggingface_hub and tensorboard are its dependencies, sympy, mpmath and networkx
+#: torch 2.13.0's. Together with the stdlib about 45 MB of text (~22 M tokens at vocab 512).
+#: torch itself is left out: its wheels are platform builds whose files differ between CPU and
+#: CUDA builds, and GPU machines run other torch versions. An installed version that differs is
+#: refused (:class:`CorpusSourceError`), never silently used or skipped: the corpus, and so every
+#: result trained on it, would change without a word.
+CORPUS_DISTRIBUTIONS: tuple[tuple[str, str], ...] = (
+    ("torchtitan", "0.2.2"),
+    ("torchdata", "0.11.0"),
+    ("tyro", "1.0.17"),
+    ("datasets", "5.2.0"),
+    ("huggingface_hub", "2.4.0"),
+    ("tensorboard", "2.21.0"),
+    ("sympy", "1.14.0"),
+    ("mpmath", "1.3.0"),
+    ("networkx", "3.6.1"),
+)
+
 # short name -> (dataset name, config name)
 HF_SHORT_NAMES: dict[str, tuple[str, str | None]] = {
     "c4": ("allenai/c4", "en"),
     "fineweb-edu": ("HuggingFaceFW/fineweb-edu", None),
 }
+
+
+class CorpusSourceError(ValueError):
+    """The installed sources of the large embedded corpus are not the pinned ones."""
+
+
+def corpus_sha256(documents: Iterable[str]) -> str:
+    """sha256 naming a corpus by its content: over the non-empty documents in the given order,
+    each as its UTF-8 byte length (8 bytes, little-endian) and bytes. Independent of where the
+    files are, their names and times; empty documents (which add no token) do not count."""
+    h = hashlib.sha256()
+    for text in documents:
+        if not text:
+            continue
+        data = text.encode("utf-8", "surrogatepass")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
 
 
 @dataclasses.dataclass
@@ -171,24 +221,105 @@ def _python_files(root: Path) -> list[str]:
     return sorted(found, key=lambda r: Path(r).parts)
 
 
-def embedded_source_files(include_site_packages: bool = False) -> list[Path]:
+def _stdlib_files() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return [root / rel for rel in _python_files(root)] if root.is_dir() else []
+
+
+def _install_hint(distributions) -> str:
+    return "pip install " + " ".join(f"{name}=={version}" for name, version in distributions)
+
+
+def pinned_distribution_files(
+    distributions: Iterable[tuple[str, str]] = CORPUS_DISTRIBUTIONS,
+) -> list[tuple[Path, str]]:
+    """``(path, RECORD sha256)`` of the ``.py`` sources of each pinned distribution, in the given
+    order, each distribution's files sorted by relative path; tests excluded (:func:`is_test_path`).
+
+    The file list is the distribution's own (its wheel's ``RECORD``, read by
+    ``importlib.metadata``), not whatever lies in ``site-packages``. Raises
+    :class:`CorpusSourceError` naming the distribution when it is not installed, is installed at
+    another version than pinned, or was not installed from a pure-Python wheel (its files could
+    differ between machines).
+    """
+    distributions = tuple(distributions)
+    found: list[tuple[Path, str]] = []
+    for name, version in distributions:
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            raise CorpusSourceError(
+                f"the large embedded corpus is built from {name}=={version}, which is not "
+                f"installed; install the pinned sources with `{_install_hint(distributions)}`"
+            ) from None
+        if dist.version != version:
+            raise CorpusSourceError(
+                f"the large embedded corpus is built from {name}=={version}, but {name} "
+                f"{dist.version} is installed: its sources (and so the corpus and its "
+                f"corpus_sha256) would differ. Install the pinned versions with "
+                f"`{_install_hint(distributions)}` or train on another corpus"
+            )
+        tags = [line.split(":", 1)[1].strip() for line in (dist.read_text("WHEEL") or "").splitlines()
+                if line.startswith("Tag:")]
+        if not tags or not all(tag.endswith("-none-any") for tag in tags):
+            raise CorpusSourceError(
+                f"{name} {version} is installed from {'wheel tags ' + ', '.join(tags) if tags else 'no wheel'}"
+                f", not a pure-Python (py3-none-any) wheel, so its files may differ from the pinned "
+                f"corpus's; reinstall it with `pip install --force-reinstall {name}=={version}`"
+            )
+        entries = []
+        for entry in dist.files or []:
+            parts = entry.parts
+            if entry.suffix != ".py" or not parts or parts[0] == ".." or parts[0].endswith(".dist-info"):
+                continue
+            if is_test_path(entry.as_posix()):
+                continue
+            if entry.hash is None or entry.hash.mode != "sha256":
+                raise CorpusSourceError(
+                    f"{name} {version}: its RECORD lists {entry.as_posix()} without a sha256 hash; "
+                    f"reinstall it with `pip install --force-reinstall {name}=={version}`"
+                )
+            entries.append((parts, Path(dist.locate_file(entry)), entry.hash.value))
+        entries.sort(key=lambda item: item[0])
+        found.extend((path, digest) for _, path, digest in entries)
+    return found
+
+
+def embedded_source_files(
+    include_site_packages: bool = False,
+    distributions: Iterable[tuple[str, str]] = CORPUS_DISTRIBUTIONS,
+) -> list[Path]:
     """The files :func:`embedded_documents` reads, in its order (absolute paths).
 
-    The standard library (``sysconfig.get_paths()["stdlib"]``) first, then, with
-    ``include_site_packages``, the installed packages (``sysconfig.get_paths()["purelib"]``);
-    each sorted by relative path. Tests and ``site-packages`` inside the stdlib are excluded.
+    The standard library (``sysconfig.get_paths()["stdlib"]``; tests and ``site-packages``
+    excluded) sorted by relative path, then, with ``include_site_packages``, the ``.py`` sources
+    of the pinned installed ``distributions`` (:func:`pinned_distribution_files`).
     """
-    paths = sysconfig.get_paths()
-    roots = [Path(paths["stdlib"])]
+    files = _stdlib_files()
     if include_site_packages:
-        purelib = Path(paths["purelib"])
-        if purelib not in roots:
-            roots.append(purelib)
-    files: list[Path] = []
-    for root in roots:
-        if root.is_dir():
-            files.extend(root / rel for rel in _python_files(root))
+        files.extend(path for path, _ in pinned_distribution_files(distributions))
     return files
+
+
+def _record_digest(data: bytes) -> str:
+    """A RECORD file's hash value of ``data``: urlsafe base64 of the sha256, unpadded."""
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode("ascii")
+
+
+def _verified_texts(files: Iterable[tuple[Path, str]]) -> Iterator[Path]:
+    """Check each pinned file against its RECORD hash, then pass it on to be read."""
+    for path, digest in files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise CorpusSourceError(f"{path} of the pinned corpus sources cannot be read: {exc}") from None
+        if _record_digest(data) != digest:
+            raise CorpusSourceError(
+                f"{path} differs from the file its distribution installed (RECORD sha256 mismatch): "
+                "the pinned corpus sources were modified; reinstall that distribution with "
+                "`pip install --force-reinstall NAME==VERSION`"
+            )
+        yield path
 
 
 def _read_text(path: Path, stats: CorpusStats | None) -> str | None:
@@ -224,15 +355,22 @@ def embedded_documents(
     *,
     max_chars: int = MAX_CHARS,
     stats: CorpusStats | None = None,
+    distributions: Iterable[tuple[str, str]] = CORPUS_DISTRIBUTIONS,
 ) -> Iterator[str]:
     """Real text that is on every machine: the running Python's standard-library sources.
 
     Reads the files of :func:`embedded_source_files` (tests excluded; files that are not valid
     UTF-8 are skipped and counted in ``stats``) and yields each cut by :func:`chunk_text`.
     Deterministic for a given Python installation. ``include_site_packages=True`` adds the
-    ``.py`` sources of the installed packages (about ten times more text).
+    ``.py`` sources of the pinned installed ``distributions`` (:data:`CORPUS_DISTRIBUTIONS`: about
+    three times more text), each file checked against its distribution's RECORD hash: the same
+    corpus on every machine with the same Python, or a :class:`CorpusSourceError` (raised at
+    once for a missing or other version, while reading for a modified file).
     """
-    files = embedded_source_files(include_site_packages)
+    files: Iterable[Path] = _stdlib_files()
+    if include_site_packages:
+        pinned = pinned_distribution_files(distributions)  # version errors now, not at first next()
+        files = itertools.chain(files, _verified_texts(pinned))
     return _file_documents(files, max_chars, stats)
 
 

@@ -23,6 +23,7 @@ Manifest (``format_version`` 1)::
 
     {"format": "tst_titan.token_store", "format_version": 1, "complete": true,
      "build_key": <blake2b of inputs + parameters>,
+     "corpus_sha256": <sha256 of the documents' texts in input order (sources.corpus_sha256)>,
      "dtype": "uint32", "byteorder": "little",
      "tokenizer_sha256": <sha256 of tokenizer.json>, "tokenizer_trained": bool,
      "vocab_size": <tokenizer's vocab size>, "requested_vocab_size": int | null,
@@ -35,12 +36,23 @@ Manifest (``format_version`` 1)::
                                       "index": "train/shard_00000.docs.npy",
                                       "documents": d, "tokens": t}, ...]},
                 "val": {...}}}
+
+``corpus_sha256`` names the text a store holds, whatever its kind (embedded, folder, dataset) and
+wherever it was built: :func:`corpus_record` reads it with what else makes two stores' tokens and
+validation sets the same, and :func:`check_same_corpus` refuses to compare runs of different
+corpora. Stores built before it was recorded get it on their next ``ensure_store``; a prepared
+store without it must be rebuilt.
+
+:class:`DocumentOrderView` serves a split with its documents in another seeded order (the
+training data order of ``tst.data_seed``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +65,14 @@ __all__ = [
     "MANIFEST",
     "PROGRESS",
     "StoreMismatchError",
+    "CorpusMismatchError",
+    "CORPUS_KEYS",
     "read_manifest",
+    "corpus_record",
+    "check_same_corpus",
     "TokenStore",
+    "document_order",
+    "DocumentOrderView",
     "atomic_write_bytes",
 ]
 
@@ -72,6 +90,15 @@ BUILD_HINT = (
 
 class StoreMismatchError(ValueError):
     """The directory holds a store (or a partial build) made from other inputs."""
+
+
+class CorpusMismatchError(ValueError):
+    """Runs (or results) that were trained on different corpora are about to be compared."""
+
+
+#: What must agree for two runs' training text and validation sets to be the same: the corpus,
+#: its tokenizer, and how it was split (and shuffled) into the store.
+CORPUS_KEYS = ("corpus_sha256", "tokenizer_sha256", "val_fraction", "shuffle_seed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -107,6 +134,63 @@ def read_manifest(store_dir: str | os.PathLike) -> dict | None:
             f"{FORMAT_VERSION}: rebuild the store"
         )
     return manifest
+
+
+def corpus_record(store_dir: str | os.PathLike) -> dict:
+    """What identifies the data of the store at ``store_dir``: :data:`CORPUS_KEYS` plus its
+    ``source`` and path (for messages). Put it in every result trained on the store."""
+    manifest = read_manifest(store_dir)
+    if manifest is None:
+        raise FileNotFoundError(f"no complete token store at {str(store_dir)!r} (no {MANIFEST})")
+    if "corpus_sha256" not in manifest:
+        raise ValueError(
+            f"the token store at {str(store_dir)!r} was built before stores recorded their "
+            "corpus_sha256: delete it and build it again (the embedded and folder stores record it "
+            "on their next use)"
+        )
+    inputs = manifest["input"]
+    return {
+        "corpus_sha256": manifest["corpus_sha256"],
+        "tokenizer_sha256": manifest["tokenizer_sha256"],
+        "val_fraction": inputs["val_fraction"],
+        "shuffle_seed": inputs["shuffle_seed"],
+        "source": manifest["source"],
+        "store": str(Path(store_dir).resolve()),
+    }
+
+
+def check_same_corpus(records: Mapping[str, Mapping]) -> str:
+    """Refuse to compare runs trained on different data; return their common ``corpus_sha256``.
+
+    ``records`` maps a run's (or result's) name to its :func:`corpus_record` (a benchmark JSON's
+    ``"corpus"``). Raises :class:`CorpusMismatchError` naming every run and its value of each
+    :data:`CORPUS_KEYS` key that differs, or the runs that record no corpus at all.
+    """
+    if not records:
+        raise ValueError("check_same_corpus needs at least one record")
+    missing = [name for name, rec in records.items() if not rec or not rec.get("corpus_sha256")]
+    if missing:
+        raise CorpusMismatchError(
+            f"cannot tell which corpus {', '.join(map(repr, missing))} trained on (no corpus_sha256 "
+            "recorded): not comparing it with other runs; re-run it with the current code"
+        )
+    problems = []
+    for key in CORPUS_KEYS:
+        values = {name: rec.get(key) for name, rec in records.items()}
+        if len({json.dumps(v) for v in values.values()}) > 1:
+            listed = "; ".join(
+                f"{name}: {str(v)[:16] if key.endswith('sha256') else v!r} "
+                f"({records[name].get('source', 'source unknown')})"
+                for name, v in values.items()
+            )
+            problems.append(f"{key} differs -- {listed}")
+    if problems:
+        raise CorpusMismatchError(
+            "these runs were not trained on the same data, so their losses cannot be compared: "
+            + " | ".join(problems)
+            + ". Re-run them on one corpus (the same token store)"
+        )
+    return next(iter(records.values()))["corpus_sha256"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -261,3 +345,75 @@ class TokenStore:
         if len(index):
             np.cumsum(index[:-1, 1], out=starts[1:])
         return np.stack([index[:, 0], starts, index[:, 1]], axis=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# another document order
+
+
+def document_order(num_documents: int, seed: int) -> list[int]:
+    """The order in which :class:`DocumentOrderView` serves a split's documents: the store's own
+    order for seed 0, else a shuffle by ``random.Random`` seeded with a string (the same on every
+    machine and Python version since 3.2)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"the document order seed must be an integer >= 0, got {seed!r}")
+    order = list(range(num_documents))
+    if seed:
+        random.Random(f"tst_titan.data_seed/{seed}").shuffle(order)
+    return order
+
+
+class DocumentOrderView:
+    """A split's token stream with its documents (each ``[bos] ids [eos]``, kept whole) in the
+    order :func:`document_order` gives for ``seed``: the same tokens, the same length, another
+    order. Serves ``slice``/``len``/``path`` like the store it wraps (a :class:`TokenStore` or
+    anything with ``documents()`` and ``slice``)."""
+
+    def __init__(self, store, seed: int):
+        if not hasattr(store, "documents"):
+            raise ValueError(
+                f"{store!r} has no document boundaries (documents()), so its documents cannot be "
+                "put in another order"
+            )
+        self.base = store
+        self.seed = seed
+        docs = np.asarray(store.documents(), dtype=np.int64)  # (index, start, count) per document
+        order = np.asarray(document_order(len(docs), seed), dtype=np.int64)
+        self._starts = docs[order, 1] if len(docs) else np.zeros(0, dtype=np.int64)
+        counts = docs[order, 2] if len(docs) else np.zeros(0, dtype=np.int64)
+        self._offsets = np.zeros(len(docs) + 1, dtype=np.int64)
+        np.cumsum(counts, out=self._offsets[1:])
+        if self._offsets[-1] != len(store):
+            raise ValueError(
+                f"{store!r}: its documents hold {int(self._offsets[-1])} tokens, its stream "
+                f"{len(store)}: the store is damaged, rebuild it"
+            )
+
+    @property
+    def path(self):
+        return self.base.path
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def __repr__(self) -> str:
+        return f"DocumentOrderView({self.base!r}, seed={self.seed})"
+
+    def slice(self, start: int, stop: int) -> np.ndarray:
+        """Tokens ``[start, stop)`` of the reordered stream (uint32), read from the documents
+        that cover them."""
+        start, stop, total = int(start), int(stop), len(self)
+        if not 0 <= start <= stop <= total:
+            raise IndexError(f"slice [{start}, {stop}) out of range for {total} tokens")
+        if start == stop:
+            return np.empty(0, dtype=np.uint32)
+        first = int(np.searchsorted(self._offsets, start, side="right")) - 1
+        last = int(np.searchsorted(self._offsets, stop, side="left")) - 1
+        pieces = []
+        for k in range(first, last + 1):
+            lo = max(start, int(self._offsets[k])) - int(self._offsets[k])
+            hi = min(stop, int(self._offsets[k + 1])) - int(self._offsets[k])
+            base = int(self._starts[k])
+            pieces.append(self.base.slice(base + lo, base + hi))
+        out = pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+        return np.asarray(out, dtype=np.uint32)

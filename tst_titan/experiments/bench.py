@@ -20,9 +20,10 @@ from tst_titan.analysis.compare import curve, format_speedup, matched_loss_speed
 from tst_titan.analysis.runs import build_model
 from tst_titan.components.dataloader import TokenWindowDataset
 from tst_titan.datastore.build import ensure_store
-from tst_titan.datastore.store import TokenStore
+from tst_titan.datastore.store import CorpusMismatchError, TokenStore, check_same_corpus, corpus_record
 from tst_titan.experiments.runner import Progress, run_training, versions
-from tst_titan.method.loss import bag_cross_entropy
+from tst_titan.method.fused_loss import fused_bag_cross_entropy
+from tst_titan.method.loss import bag_cross_entropy, bag_cross_entropy_reference
 from tst_titan.method.schedule import PhaseSchedule, switch_step
 from tst_titan.train_spec import flavors_of
 
@@ -208,8 +209,41 @@ def _final_val(rows) -> float:
 
 def default_store(vocab: int, large: bool) -> str:
     """Where the embedded corpus is cached: the stdlib alone, or ("large") the stdlib plus the
-    installed packages' sources (~100 M tokens at vocab 512: enough not to repeat data)."""
-    return os.path.abspath(os.path.join("data", f"embedded_large_v{vocab}" if large else f"embedded_v{vocab}"))
+    pinned distributions' sources (``datastore.sources.CORPUS_DISTRIBUTIONS``; ~22 M tokens at
+    vocab 512: enough not to repeat data)."""
+    return os.path.abspath(os.path.join("data", f"embedded_pinned_v{vocab}" if large else f"embedded_v{vocab}"))
+
+
+#: The file in a benchmark's output folder naming the corpus its runs trained on.
+CORPUS_FILE = "corpus.json"
+
+
+def claim_output_folder(out_dir: str, corpus: dict) -> None:
+    """Make ``out_dir`` the folder of ``corpus``'s results (a :func:`corpus_record`), or refuse:
+    results of another corpus are never replaced or mixed in (the runs of a folder are reused or
+    overwritten by the next benchmark into it). A folder with results but no corpus record (made
+    before they were recorded) is refused too."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, CORPUS_FILE)
+    if os.path.exists(path):
+        with open(path) as f:
+            there = json.load(f)
+        try:
+            check_same_corpus({f"the results in {out_dir}": there, "this benchmark": corpus})
+        except CorpusMismatchError as e:
+            raise CorpusMismatchError(
+                f"{out_dir} holds results of another corpus ({e}). Not overwriting them: pass "
+                "another output folder (--out) for this corpus, or delete that one"
+            ) from None
+        return
+    if os.listdir(out_dir):
+        raise CorpusMismatchError(
+            f"{out_dir} holds results that do not record their corpus ({CORPUS_FILE} is missing: "
+            "made before corpora were recorded, or not by a benchmark). Not overwriting them: pass "
+            "another output folder (--out), or delete that one"
+        )
+    with open(path, "w") as f:
+        json.dump(corpus, f, indent=2)
 
 
 def prepare_data(setup: BenchSetup) -> str:
@@ -228,9 +262,10 @@ def prepare_data(setup: BenchSetup) -> str:
 
 
 def bench(setup: BenchSetup, out_dir: str, quiet: bool = False) -> dict:
-    os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     store_dir = prepare_data(setup)
+    corpus = corpus_record(store_dir)
+    claim_output_folder(out_dir, corpus)
     if setup.dataset == "embedded_large":
         setup = replace(setup, dataset_path=store_dir)
     # Evaluate at the last step of every run: the evaluation interval must divide both lengths.
@@ -260,6 +295,8 @@ def bench(setup: BenchSetup, out_dir: str, quiet: bool = False) -> dict:
     loader["phase1_data_loading_pct_s16"] = data_loading_share(setup, out_dir)
 
     result = summarize(setup, tst, base, baseline_n, grid, timing, loader)
+    result["corpus_sha256"] = corpus["corpus_sha256"]
+    result["corpus"] = corpus
     result["versions"] = versions()
     result["total_wall_s"] = time.perf_counter() - t_start
     with open(os.path.join(out_dir, "bench.json"), "w") as f:
@@ -374,14 +411,15 @@ class RegimeSetup:
     lr: float = 6e-3
     dataset_path: str = field(default_factory=lambda: default_store(512, large=True))
     vocab: int = 512
-    include_site_packages: bool = True  # ~73 M tokens: enough not to repeat data at 200 tokens/param
+    include_site_packages: bool = True  # the pinned packages too: ~22 M tokens at vocab 512
 
 
 def regime(setup: RegimeSetup, out_dir: str, quiet: bool = False) -> dict:
     """Equal-FLOPs TST/baseline pairs over training tokens (positions) per parameter."""
-    os.makedirs(out_dir, exist_ok=True)
-    # A corpus big enough not to repeat: the stdlib plus installed packages' sources.
+    # A corpus big enough not to repeat: the stdlib plus the pinned packages' sources.
     ensure_store(setup.dataset_path, setup.vocab, include_site_packages=setup.include_site_packages)
+    corpus = corpus_record(setup.dataset_path)
+    claim_output_folder(out_dir, corpus)
     _, nparams, _ = _build_model("tst_llama3", setup.flavor, setup.seq_len, "meta")
     per_step = setup.seq_len * setup.batch
     # Run lengths in multiples of 10 steps, so that the 10 evaluations of a run include its last step.
@@ -408,7 +446,7 @@ def regime(setup: RegimeSetup, out_dir: str, quiet: bool = False) -> dict:
     _iso_loss_speedups(pairs)
     crossover = _crossover(pairs)
     result = {"setup": asdict(setup), "parameters": nparams, "pairs": pairs, "crossover_tokens_per_param": crossover,
-              "versions": versions(),
+              "corpus_sha256": corpus["corpus_sha256"], "corpus": corpus, "versions": versions(),
               "speedup_rule": "FLOPs the baseline needs (log-log interpolation between the baselines' "
                               "final losses, each a full run with its own schedule) to reach TST's "
                               "final loss, divided by TST's FLOPs"}

@@ -3,7 +3,8 @@
 Sources (exactly one):
 
 * ``--embedded [--site-packages]`` -- the Python standard library's sources on this machine
-  (optionally plus the installed packages' sources); no download;
+  (optionally plus the sources of the pinned packages of ``datastore.sources.CORPUS_DISTRIBUTIONS``,
+  refused when an installed version differs); no download;
 * ``--folder PATH`` -- a local folder of .txt .md .rst .py / .jsonl files;
 * ``--hf NAME [--hf-config C] [--hf-split train] [--text-field text] [--max-documents N]`` -- a
   Hugging Face dataset, streamed (``c4``, ``fineweb-edu`` or any dataset name).
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--site-packages",
         action="store_true",
-        help="with --embedded: add the installed packages' .py sources",
+        help="with --embedded: add the .py sources of the pinned packages (datastore.sources.CORPUS_DISTRIBUTIONS)",
     )
     parser.add_argument("--hf-config", metavar="NAME", default=None, help="with --hf: config")
     parser.add_argument("--hf-split", metavar="SPLIT", default=None, help="with --hf (train)")

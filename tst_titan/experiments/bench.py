@@ -513,9 +513,12 @@ def _plot_regime(result: dict, path: str) -> None:
 
 # -- loss: bag_cross_entropy vs the alternatives ------------------------------------------------
 def loss_bench(bag_sizes=(1, 4, 6, 8, 16), vocabs=(2048, 32768, 131072), positions=1024,
-               repeats=3, out_dir="outputs/bench_loss") -> dict:
+               repeats=3, out_dir="outputs/bench_loss", hidden_dim=256) -> dict:
     """``bag_cross_entropy`` against one cross-entropy and against s separate ones: median time
-    and peak memory of forward+backward over bag sizes and vocab sizes."""
+    and peak memory of forward+backward over bag sizes and vocab sizes. Then, from hidden states
+    ``[1, positions, hidden_dim]`` and an output weight ``[vocab, hidden_dim]``, the projection and
+    the loss together: ``fused_bag_cross_entropy`` against a Linear followed by
+    ``bag_cross_entropy`` and by ``bag_cross_entropy_reference``."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
 
@@ -552,16 +555,70 @@ def loss_bench(bag_sizes=(1, 4, 6, 8, 16), vocabs=(2048, 32768, 131072), positio
             row["time_vs_one_ce"] = row["bag_cross_entropy_s"] / row["one_cross_entropy_s"]
             row["time_vs_naive"] = row["bag_cross_entropy_s"] / row["naive_s_cross_entropies_s"]
             row["memory_vs_one_ce"] = row["bag_cross_entropy_peak_bytes"] / max(row["one_cross_entropy_peak_bytes"], 1)
+            row.update(_projection_loss_row(vocab, s, positions, hidden_dim, repeats, device, dtype))
             rows.append(row)
             print(f"[bench loss] V={vocab:>6} s={s:>2}: bag {row['bag_cross_entropy_s'] * 1e3:7.1f} ms "
                   f"({row['time_vs_one_ce']:.2f}x one CE, {row['time_vs_naive']:.2f}x naive), "
                   f"peak {row['bag_cross_entropy_peak_bytes'] / 2**20:6.0f} MiB "
                   f"(one CE {row['one_cross_entropy_peak_bytes'] / 2**20:6.0f}, naive "
                   f"{row['naive_s_cross_entropies_peak_bytes'] / 2**20:6.0f})", flush=True)
+            print(f"[bench loss] V={vocab:>6} s={s:>2}: fused projection+bag "
+                  f"{row['fused_projection_bag_loss_s'] * 1e3:7.1f} ms "
+                  f"({row['fused_time_vs_linear_bag']:.2f}x Linear+bag), peak "
+                  f"{row['fused_projection_bag_loss_peak_bytes'] / 2**20:6.0f} MiB (Linear+bag "
+                  f"{row['linear_bag_cross_entropy_peak_bytes'] / 2**20:6.0f}, Linear+reference "
+                  f"{row['linear_reference_peak_bytes'] / 2**20:6.0f})", flush=True)
     result = {"device": device, "dtype": str(dtype), "rows": rows, "versions": versions(),
+              "hidden_dim": hidden_dim,
               "memory_note": "peak tensor memory allocated by forward+backward (the logits' "
-                             "gradient included, the logits themselves not)"}
+                             "gradient included, the logits themselves not)",
+              "projection_note": "fused_projection_bag_loss / linear_bag_cross_entropy / linear_reference: "
+                                 "projection of hidden [1, positions, hidden_dim] by the output weight "
+                                 "[vocab, hidden_dim] plus the bag loss, forward+backward (gradients of "
+                                 "hidden and weight); peak counts what they allocate (logits, their "
+                                 "gradient, the two input gradients), not the inputs themselves; "
+                                 "fused_loss_rel_diff = |fused - Linear+bag| / |Linear+bag|"}
     os.makedirs(out_dir, exist_ok=True)
     with open(os.path.join(out_dir, "bench_loss.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
+
+
+def _projection_loss_row(vocab, s, positions, hidden_dim, repeats, device, dtype) -> dict:
+    """Projection + bag loss, forward+backward: the fused kernel against Linear + the chunked bag
+    loss and Linear + the plain reference (median time of ``repeats`` after a warm-up, peak memory)."""
+    torch.manual_seed(0)
+    hidden = torch.randn(1, positions, hidden_dim, device=device, dtype=dtype)
+    weight = (torch.randn(vocab, hidden_dim, device=device) / hidden_dim**0.5).to(dtype)
+    labels = torch.randint(0, vocab, (1, positions, s), device=device)
+    methods = {
+        "fused_projection_bag_loss": lambda h, w: fused_bag_cross_entropy(h, w, labels),
+        "linear_bag_cross_entropy": lambda h, w: bag_cross_entropy(F.linear(h, w), labels),
+        "linear_reference": lambda h, w: bag_cross_entropy_reference(F.linear(h, w), labels),
+    }
+    row, losses = {}, {}
+    for name, fn in methods.items():
+        times = []
+        for _ in range(repeats + 1):
+            # fresh leaves on the same storage: every call starts without gradients
+            h, w = hidden.detach().requires_grad_(), weight.detach().requires_grad_()
+            t0 = time.perf_counter()
+            loss = fn(h, w)
+            loss.backward()
+            if device == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+            losses[name] = loss.item()
+            del h, w, loss
+        h, w = hidden.detach().requires_grad_(), weight.detach().requires_grad_()
+        row[f"{name}_peak_bytes"] = peak_memory_bytes(lambda: fn(h, w).backward())
+        del h, w
+        row[f"{name}_s"] = statistics.median(times[1:])
+    row["fused_time_vs_linear_bag"] = row["fused_projection_bag_loss_s"] / row["linear_bag_cross_entropy_s"]
+    row["fused_memory_vs_linear_bag"] = (row["fused_projection_bag_loss_peak_bytes"]
+                                         / max(row["linear_bag_cross_entropy_peak_bytes"], 1))
+    row["fused_memory_vs_linear_reference"] = (row["fused_projection_bag_loss_peak_bytes"]
+                                               / max(row["linear_reference_peak_bytes"], 1))
+    row["fused_loss_rel_diff"] = (abs(losses["fused_projection_bag_loss"] - losses["linear_bag_cross_entropy"])
+                                  / abs(losses["linear_bag_cross_entropy"]))
+    return row

@@ -202,6 +202,7 @@ def dry_run(config_path: str, overrides: list[str] = (), world_size: int | None 
             "mode": tst.mode,
             "optimizer_at_switch": tst.optimizer_at_switch,
             "rewarm_steps": tst.rewarm_steps,
+            "data_seed": tst.data_seed,
             "bag_steps": bag_steps,
             "steps": training.steps,
         },

@@ -58,6 +58,7 @@ def test_rerun_skips_finished_cells_and_trains_only_new_ones(tiny, tmp_path, cap
     assert sweep_tool.main(["--tiny", "--out", str(out), "--quiet"]) == 0
     result = json.loads((out / "sweep.json").read_text())
     assert result["baseline"]["reused"] and all(c["reused"] for c in result["cells"])
+    assert result["corpus_sha256"] == json.loads((out / "corpus.json").read_text())["corpus_sha256"]
     assert [os.path.getmtime(p) for p in records] == mtimes
     printed = capsys.readouterr().out
     assert "0 runs trained, 11 reused" in printed and "best heat-map cell" in printed

@@ -30,7 +30,8 @@ from matplotlib.patches import Rectangle
 
 from tst_titan.analysis import compare
 from tst_titan.analysis.runs import relpath
-from tst_titan.experiments.bench import BenchSetup, prepare_data, run_overrides
+from tst_titan.datastore.store import corpus_record
+from tst_titan.experiments.bench import BenchSetup, claim_output_folder, prepare_data, run_overrides
 from tst_titan.experiments.runner import BASE_CONFIG, RUN_RECORD, Progress, finished_run, run_training, versions
 from tst_titan.job_config import LOSS_WEIGHTINGS, MODES, OPTIMIZER_AT_SWITCH, ConfigError
 from tst_titan.method.schedule import switch_step
@@ -224,6 +225,8 @@ def sweep(setup: SweepSetup, out_dir: str, quiet: bool = False) -> dict:
     os.makedirs(out_dir, exist_ok=True)
     t_start = time.perf_counter()
     store_dir = prepare_data(bench_setup(setup, 1, 0.3))
+    corpus = corpus_record(store_dir)
+    claim_output_folder(out_dir, corpus)  # never mixes or replaces another corpus's cells
     if setup.dataset in ("embedded", "embedded_large"):  # the store built for this flavor's vocab
         setup = replace(setup, dataset_path=store_dir)
     cells = plan_cells(setup)
@@ -260,6 +263,8 @@ def sweep(setup: SweepSetup, out_dir: str, quiet: bool = False) -> dict:
             os.environ.pop("OMP_NUM_THREADS", None)
 
     result = summarize(setup, cells, results, failures)
+    result["corpus_sha256"] = corpus["corpus_sha256"]
+    result["corpus"] = corpus
     result["total_wall_s"] = time.perf_counter() - t_start
     result["threads_per_run"] = (max(1, (os.cpu_count() or 1) // setup.jobs)
                                  if setup.jobs > 1 and saved_threads is None else saved_threads)

@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # From nothing to a result: sets everything up, builds the embedded corpus and its tokenizer, then
-# runs the quick benchmark: the tiny TST config and its baseline twin trained on CPU through the
-# stock torchtitan entry point (learning rate tuned on the baseline), compared at matched FLOPs.
-# Prints the comparison table and where the metrics and checkpoints of both runs are.
+# runs the quick frontier study (python -m tst_titan.tools.bench --quick, about 20 minutes on 2 CPU
+# cores): the micro llama3, TST s=6 and s=4 (r=0.3) against a frontier of fully trained
+# warmup-stable-decay baselines of 0.5x-4x the TST run's length, 3 seeds, every arm's learning rate
+# tuned on its own grid, all trained through the stock torchtitan entry point. Prints the iso-loss
+# speedup against the decayed baselines first (bootstrap and t 95% intervals), then the equal-FLOPs
+# loss difference, wall-clock speedup, the A/A control and the old (biased) first-crossing figure;
+# writes outputs/frontier_quick/frontier.json and frontier.png. Interrupted? Run it again: finished
+# runs are reused. (`... bench pair --quick` shows one TST/baseline pair's curves instead.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -12,6 +12,8 @@ flavor        shape                                                        vocab
 ``tiny``      dim 64, 2 layers, 4 heads (CPU)                                    2048     0.37 M
 ``debug``     dim 128, 4 layers, 4 heads (CPU)                                   2048     1.38 M
 ``micro``     dim 32, 2 layers, 2 heads (CPU, ``bench regime``)                  512      0.06 M
+``mini``      dim 64, 4 layers, 4 heads (CPU, ``bench frontier``: 4.7x micro)   512      0.28 M
+``small``     dim 512, 6 layers, 8 heads (GPU, ``bench frontier --device cuda``) 2048    22.5 M
 ============  ===========================================================  ==========  =========
 
 The names are the paper's; the counts are torchtitan's (``get_nparams_and_flops``). "270M" is
@@ -66,6 +68,16 @@ def llama3_flavors() -> dict:
         # training tokens per parameter on a laptop.
         "micro": TransformerModelArgs(
             dim=32, n_layers=2, n_heads=2, vocab_size=512, multiple_of=32, rope_theta=10000
+        ),
+        # 279 k parameters (4.7x micro), vocab 512: the larger CPU model of `bench frontier`'s
+        # model-size axis (same store as micro; ~3x micro's step time on 2 cores).
+        "mini": TransformerModelArgs(
+            dim=64, n_layers=4, n_heads=4, vocab_size=512, multiple_of=64, rope_theta=10000
+        ),
+        # 22.5 M parameters: `bench frontier --device cuda`'s model, tens of millions of parameters
+        # for one GPU (CPU-sized vocabulary, so that it trains on the embedded corpus).
+        "small": TransformerModelArgs(
+            dim=512, n_layers=6, n_heads=8, vocab_size=2048, multiple_of=256, rope_theta=10000
         ),
         # The paper's dense shapes (see the module docstring).
         "270M": TransformerModelArgs(

@@ -356,3 +356,22 @@ def test_plot_frontier_writes_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="'rows'"):
         F.plot_frontier({}, str(path))
+
+
+def test_a_noisy_frontier_still_gives_the_equal_flops_delta_and_the_fit_but_no_interpolated_inverse():
+    # seed 2's 2x run ends above its 1.41x run: reading the loss at given FLOPs and fitting still
+    # work; inverting the runs' interpolation does not, and the row says why instead of failing
+    from tst_titan.analysis.frontier import summary_row
+
+    def runs(bump):
+        return [(c, 2.0 + 3.0 * c**-0.5 + (bump if c == 2.0 else 0.0)) for c in (0.5, 0.71, 1.0, 1.41, 2.0)]
+
+    frontiers = {1: runs(0.0), 2: runs(0.6)}  # 2x: 4.72, above the 1.41x run's 4.53
+    treatment = {1: (1.0, 4.9), 2: (1.0, 5.1)}
+    row = summary_row("micro", 20.0, "s6_r0.3", frontiers, treatment, n_resamples=1000)
+    # equal FLOPs: the treatment against the 1.0 run, exactly (5.0 on both frontiers)
+    assert row["equal_flops_delta"]["mean"] == pytest.approx(0.0, abs=1e-12)
+    assert "strictly fall" in row["iso_loss_speedup"]["error"] and row["iso_loss_speedup"]["median"] is None
+    assert row["wall_clock_speedup"] is None
+    assert row["iso_loss_speedup_fit"].get("error") is None or "exponent" in row["iso_loss_speedup_fit"]["error"]
+    assert [f["seed"] for f in row["frontiers"]] == [1, 2]

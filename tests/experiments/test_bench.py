@@ -1,5 +1,6 @@
-"""The benchmark commands end to end, shrunk to a few steps (figures are not asserted: speed is
-measured by the benchmark, not by tests)."""
+"""The benchmark's other commands (``bench pair``, ``regime``, ``loss``) end to end, shrunk to a few
+steps (figures are not asserted: speed is measured by the benchmark, not by tests). The main
+command, the frontier study: tests/experiments/test_frontier_bench.py."""
 
 import json
 import os
@@ -12,11 +13,20 @@ from tst_titan.method.schedule import switch_step
 from tst_titan.tools import bench as bench_tool
 
 
+def _keys(obj):
+    """Every key of a nested JSON object."""
+    if isinstance(obj, dict):
+        return set(obj) | {k for v in obj.values() for k in _keys(v)}
+    if isinstance(obj, list):
+        return {k for v in obj for k in _keys(v)}
+    return set()
+
+
 @pytest.mark.slow
 @pytest.mark.usefixtures("embedded_store")
 def test_tiny_bench_writes_json_and_png(tmp_path, capsys):
     out = tmp_path / "bench"
-    assert bench_tool.main(["--quick", "--steps", "20", "--k", "1.5", "--lr-grid", "3e-3,1e-2",
+    assert bench_tool.main(["pair", "--quick", "--steps", "20", "--k", "1.5", "--lr-grid", "3e-3,1e-2",
                             "--flavor", "tiny", "--small-corpus", "--out", str(out)]) == 0
     result = json.loads((out / "bench.json").read_text())
     assert (out / "bench.png").stat().st_size > 10_000
@@ -31,7 +41,11 @@ def test_tiny_bench_writes_json_and_png(tmp_path, capsys):
     # the baseline runs k*N = 30 steps, rounded up to whole evaluation intervals (20): 40
     assert result["setup"]["val_every"] == 20
     assert result["positions"]["baseline"] == per_step * 40
-    assert result["speedup_to_tst_final_val_loss"]["steps_str"].endswith("x")
+    # the long baseline has not decayed at step N: its first crossing is no speedup, and no figure
+    # of the pair is called one
+    assert result["first_crossing_ratio_undecayed"]["steps_str"].endswith("x")
+    assert "biased" in result["first_crossing_ratio_undecayed"]["note"].lower()
+    assert not [k for k in _keys(result) if "speedup" in k]
     assert result["step_time"]["step_time_ratio"] > 0 and result["loader"]["tokens_per_s"] > 0
     assert "tst_titan" in result["versions"]
     # the corpus it trained on, recorded (and the folder claimed for it)
@@ -39,7 +53,7 @@ def test_tiny_bench_writes_json_and_png(tmp_path, capsys):
     assert result["corpus_sha256"] == result["corpus"]["corpus_sha256"] == read_manifest(store)["corpus_sha256"]
     assert json.loads((out / bench.CORPUS_FILE).read_text())["corpus_sha256"] == result["corpus_sha256"]
     printed = capsys.readouterr().out
-    assert "speedup to TST's final val loss, steps" in printed and "ETA" in printed
+    assert "step / N (biased)" in printed and "speedup to" not in printed and "ETA" in printed
 
 
 def test_loss_bench_writes_json(tmp_path):
@@ -73,11 +87,12 @@ def test_regime_pairs_on_a_small_store(tmp_path):
 
 def test_bad_arguments_name_the_option(capsys):
     with pytest.raises(SystemExit) as e:
-        bench_tool.main(["--lr-grid", "fast"])
-    assert e.value.code == 2 and "--lr-grid" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        bench_tool.main(["--corpus", "/no/such/folder"])
-    assert "--corpus" in capsys.readouterr().err
+        bench_tool.main(["pair", "--lr-grid", "fast"])
+    assert e.value.code == 2 and "--lr-grid must be comma-separated numbers" in capsys.readouterr().err
+    for command in (["pair"], []):
+        with pytest.raises(SystemExit):
+            bench_tool.main([*command, "--corpus", "/no/such/folder"])
+        assert "--corpus '/no/such/folder' is not a folder" in capsys.readouterr().err
 
 
 def test_iso_loss_speedup_and_crossover_arithmetic():

@@ -45,7 +45,8 @@ def test_the_default_output_folder_names_the_corpus(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "bench", fake_bench)
     corpus = tmp_path / "my_texts"
     corpus.mkdir()
-    for argv in (["--quick"], ["--quick", "--corpus", str(corpus) + "/"], ["--quick", "--small-corpus"], []):
+    for argv in (["pair", "--quick"], ["pair", "--quick", "--corpus", str(corpus) + "/"],
+                 ["pair", "--quick", "--small-corpus"], ["pair"]):
         with pytest.raises(SystemExit):
             bench_tool.main(argv)
     assert seen == [("embedded_large", os.path.join("outputs", "bench_quick")),

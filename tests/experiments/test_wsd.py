@@ -13,6 +13,7 @@ from torchtitan.config import LRScheduler
 
 from tests.helpers.trainer import Plan, compared, metrics_rows, run_plans
 from tst_titan.experiments import wsd
+from tst_titan.experiments.runner import Progress
 
 
 def torchtitan_lrs(steps, warmup, decay_ratio, total_steps=None):
@@ -91,32 +92,45 @@ def _weights(checkpoint_dir, tmp_path):
 def test_a_branch_equals_the_run_trained_from_scratch(tmp_path, embedded_store):
     lengths, warmup = [20, 30, 40], 3
     plan = wsd.plan_wsd(lengths, warmup)
+    one = wsd.plan_wsd(lengths, warmup, one_stable_run=True)
     assert [b.branch_point for b in plan.branches] == [18, 27, 36]
+    assert one.segment_ends == (36,) and one.checkpoint_interval == 9  # gcd(18, 27, 36)
     base = str(tmp_path / "wsd")
+    one_base = os.path.join(base, "one")  # the stable run as one process, its branches
     # another initialisation and data order than the defaults: the seeds travel through resumes
     seeds = ["--debug.seed", "3", "--tst.data_seed", "2", "--validation.freq", "5", "--metrics.log_freq", "1"]
     runs = wsd.wsd_runs(plan, base, seeds)
     assert [r.name for r in runs] == ["stable_to_18", "stable_to_27", "stable_to_36", "wsd_20", "wsd_30", "wsd_40"]
+    one_runs = wsd.wsd_runs(one, one_base, seeds)
+    assert [r.name for r in one_runs] == ["stable_to_36", "wsd_20", "wsd_30", "wsd_40"]
+    assert all(wsd.checkpoint_of(one_base, "stable_to_36", k) in r.overrides for r, k in zip(one_runs[1:], (18, 27, 36)))
     scratch = [Plan(f"scratch_{n}", [*seeds, *wsd.branch_overrides(plan, n, None)], config="debug_baseline.toml")
                for n in lengths]
-    run_plans(base, [Plan(r.name, r.overrides, config="debug_baseline.toml") for r in runs] + scratch)
+    run_plans(base, [Plan(r.name, r.overrides, config="debug_baseline.toml") for r in runs] + scratch
+              + [Plan(f"one/{r.name}", r.overrides, config="debug_baseline.toml") for r in one_runs])
+    # the one stable run saved a checkpoint every 9 steps, all kept (run_wsd prunes the 9th later)
+    saved = sorted(os.listdir(os.path.join(one_base, "stable_to_36", "checkpoint")))
+    assert saved == ["step-18", "step-27", "step-36", "step-9"]
 
     for n in lengths:
         k = next(b.branch_point for b in plan.branches if b.steps == n)
-        branch_rows = metrics_rows(os.path.join(base, wsd.branch_name(n)))
-        assert branch_rows[0]["step"] == k + 1  # it resumed at the branch point, it did not retrain
-        got = wsd.wsd_rows(plan, lambda name: metrics_rows(os.path.join(base, name)), n)
         want = metrics_rows(os.path.join(base, f"scratch_{n}"))
-        assert [r["step"] for r in got] == list(range(1, n + 1))
-        assert compared(got) == compared(want)  # losses, lr, grad norms, val losses: exactly
-        vals = [(r["step"], r["val_loss"]) for r in got if "val_loss" in r]
-        assert [s for s, _ in vals] == [1, *range(5, n + 1, 5)]
-        assert vals == [(r["step"], r["val_loss"]) for r in want if "val_loss" in r]
-        branch = _weights(wsd.checkpoint_of(base, wsd.branch_name(n), n), tmp_path)
         reference = _weights(wsd.checkpoint_of(base, f"scratch_{n}", n), tmp_path)
-        assert branch.keys() == reference.keys() and len(branch) > 5
-        for key in reference:
-            assert torch.equal(branch[key], reference[key]), key
+        for p, folder in ((plan, base), (one, one_base)):
+            branch_rows = metrics_rows(os.path.join(folder, wsd.branch_name(n)))
+            assert branch_rows[0]["step"] == k + 1  # it resumed at the branch point, it did not retrain
+            got = wsd.wsd_rows(p, lambda name: metrics_rows(os.path.join(folder, name)), n)
+            assert [r["step"] for r in got] == list(range(1, n + 1))
+            assert compared(got) == compared(want)  # losses, lr, grad norms, val losses: exactly
+            vals = [(r["step"], r["val_loss"]) for r in got if "val_loss" in r]
+            assert [s for s, _ in vals] == [1, *range(5, n + 1, 5)]
+            assert vals == [(r["step"], r["val_loss"]) for r in want if "val_loss" in r]
+            converted = tmp_path / f"converted_{os.path.basename(folder)}"
+            converted.mkdir(exist_ok=True)
+            branch = _weights(wsd.checkpoint_of(folder, wsd.branch_name(n), n), converted)
+            assert branch.keys() == reference.keys() and len(branch) > 5
+            for key in reference:
+                assert torch.equal(branch[key], reference[key]), (folder, key)
     # the stable run's checkpoint carries its data order (tst.data_seed reached the dataset)
     state = _weights(wsd.checkpoint_of(base, "stable_to_18", 18), tmp_path)
     assert _found(state, "data_seed") == [2] and _found(state, "sample_index") == [18 * 4]
@@ -125,15 +139,19 @@ def test_a_branch_equals_the_run_trained_from_scratch(tmp_path, embedded_store):
     assert len(set(finals)) == 3
 
 
-def test_run_wsd_reuses_finished_runs_and_retrains_after_a_new_segment(tmp_path):
-    """The bookkeeping of run_wsd with a stand-in trainer that writes what run_training would."""
-    calls = []
+def _fake_train(calls):
+    """A stand-in for run_training that writes what it would: metrics rows (val every 5 steps),
+    the run record, a checkpoint at the last step and every ``checkpoint.interval`` steps."""
 
     def fake_train(name, overrides, out_dir, steps, progress=None, config=None, reuse=False):
         calls.append((name, reuse))
+        if progress:  # as run_training counts: the run's training.steps
+            progress.done += steps
         dump = os.path.join(out_dir, name)
-        os.makedirs(os.path.join(dump, "checkpoint", f"step-{steps}"), exist_ok=True)
-        open(os.path.join(dump, "checkpoint", f"step-{steps}", ".metadata"), "w").close()
+        interval = int(overrides[len(overrides) - 1 - overrides[::-1].index("--checkpoint.interval") + 1])
+        for k in {steps, *range(interval, steps, interval)}:
+            os.makedirs(os.path.join(dump, "checkpoint", f"step-{k}"), exist_ok=True)
+            open(os.path.join(dump, "checkpoint", f"step-{k}", ".metadata"), "w").close()
         start = 0 if "--checkpoint.initial_load_path" not in overrides else int(
             overrides[overrides.index("--checkpoint.initial_load_path") + 1].rsplit("-", 1)[1])
         rows = [{"step": s, "loss": float(s), **({"val_loss": 10.0 - s / 10} if s % 5 == 0 else {})}
@@ -144,6 +162,13 @@ def test_run_wsd_reuses_finished_runs_and_retrains_after_a_new_segment(tmp_path)
             json.dump({"overrides": overrides, "config": config, "steps": steps}, f)
         return {"rows": rows}
 
+    return fake_train
+
+
+def test_run_wsd_reuses_finished_runs_and_retrains_after_a_new_segment(tmp_path):
+    """The bookkeeping of run_wsd with a stand-in trainer that writes what run_training would."""
+    calls = []
+    fake_train = _fake_train(calls)
     out = str(tmp_path)
     result = wsd.run_wsd(["--x"], [20, 30], 2, out, validation_freq=5, train=fake_train, quiet=True)
     assert calls == [("stable_to_18", False), ("stable_to_27", False), ("wsd_20", False), ("wsd_30", False)]
@@ -156,3 +181,35 @@ def test_run_wsd_reuses_finished_runs_and_retrains_after_a_new_segment(tmp_path)
     os.remove(os.path.join(out, "stable_to_27", "checkpoint", "step-27", ".metadata"))
     wsd.run_wsd(["--x"], [20, 30], 2, out, validation_freq=5, train=fake_train, quiet=True)
     assert calls == [("stable_to_27", False), ("wsd_20", True), ("wsd_30", False)]
+
+
+def test_one_stable_run_checkpoints_every_branch_point_and_is_reused(tmp_path):
+    """The stable run as one process: interval = gcd of the branch points, the checkpoints no
+    branch needs deleted, reused when complete, trained again when a branch point's is missing."""
+    calls = []
+    fake_train = _fake_train(calls)
+    out = str(tmp_path)
+    progress = Progress(0, quiet=True)
+    result = wsd.run_wsd(["--x"], [20, 30, 40], 2, out, validation_freq=5, train=fake_train, quiet=True,
+                         one_stable_run=True, progress=progress)
+    # the study's progress counts the steps trained: the stable run's 36, each branch's decay
+    assert progress.done == result["total_steps"] == 36 + 2 + 3 + 4
+    assert calls == [("stable_to_36", False), ("wsd_20", False), ("wsd_30", False), ("wsd_40", False)]
+    assert result["checkpoint_interval"] == 9 and result["stable_runs"] == ["stable_to_36"]
+    assert sorted(os.listdir(os.path.join(out, "stable_to_36", "checkpoint"))) == ["step-18", "step-27", "step-36"]
+    with open(os.path.join(out, "wsd_30", "bench_run.json")) as f:
+        branch = json.load(f)["overrides"]
+    assert branch[branch.index("--checkpoint.initial_load_path") + 1] == wsd.checkpoint_of(out, "stable_to_36", 27)
+    # rows of the 30-step run: the stable run's up to 27, then its branch's
+    assert [r["step"] for r in result["runs"]["30"]["rows"]] == list(range(1, 31))
+    assert result["runs"]["20"]["final_val_loss"] == 8.0 and result["runs"]["40"]["branch_point"] == 36
+    calls.clear()
+    progress = Progress(0, quiet=True)
+    wsd.run_wsd(["--x"], [20, 30, 40], 2, out, validation_freq=5, train=fake_train, quiet=True, one_stable_run=True,
+                progress=progress)
+    assert calls == [("wsd_20", True), ("wsd_30", True), ("wsd_40", True)]
+    assert progress.done == 36 + 2 + 3 + 4  # the reused stable run counted too
+    calls.clear()
+    os.remove(os.path.join(out, "stable_to_36", "checkpoint", "step-18", ".metadata"))
+    wsd.run_wsd(["--x"], [20, 30, 40], 2, out, validation_freq=5, train=fake_train, quiet=True, one_stable_run=True)
+    assert calls == [("stable_to_36", False), ("wsd_20", False), ("wsd_30", False), ("wsd_40", False)]

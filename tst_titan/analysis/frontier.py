@@ -92,10 +92,11 @@ def _point(p, name: str) -> tuple[float, float]:
     return _positive(p[0], f"{name} flops"), _finite(p[1], f"{name} loss")
 
 
-def frontier_arrays(points: Sequence, name: str = "frontier") -> tuple[np.ndarray, np.ndarray]:
+def frontier_arrays(points: Sequence, name: str = "frontier", monotone: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """A frontier's ``(flops, loss)`` points checked and sorted by FLOPs: at least 2 runs, FLOPs
-    > 0 and distinct, losses finite and strictly falling as FLOPs grow (each run is fully trained,
-    so a longer one must end lower; if not, the frontier cannot be inverted)."""
+    > 0 and distinct, losses finite and, with ``monotone``, strictly falling as FLOPs grow (what
+    inverting the runs' own interpolation needs). Reading the loss at given FLOPs and fitting the
+    power law do not need it: noisy frontiers (one run ending above a shorter one) still give those."""
     if isinstance(points, (str, bytes)) or not isinstance(points, Sequence) or len(points) < 2:
         raise ValueError(f"{name} must be a list of at least 2 (flops, loss) points, got {points!r}")
     pts = sorted(_point(p, f"{name}[{i}]") for i, p in enumerate(points))
@@ -103,7 +104,7 @@ def frontier_arrays(points: Sequence, name: str = "frontier") -> tuple[np.ndarra
     loss = np.array([p[1] for p in pts])
     if np.any(np.diff(flops) == 0):
         raise ValueError(f"{name}: two runs with the same FLOPs ({flops.tolist()}); allowed: distinct FLOPs")
-    if np.any(np.diff(loss) >= 0):
+    if monotone and np.any(np.diff(loss) >= 0):
         raise ValueError(f"{name}: final losses must strictly fall as FLOPs grow; got "
                          f"{[(float(c), float(v)) for c, v in zip(flops, loss)]}")
     return flops, loss
@@ -254,7 +255,7 @@ def fit_power_law(points: Sequence, alpha_range: tuple[float, float] = (1e-3, 10
     ``alpha_range`` finds the best cell, golden-section search on log α refines it to 1e-11. A
     best α on the range's edge means the points do not determine the power law: :class:`FitError`.
     """
-    flops, loss = frontier_arrays(points, name)
+    flops, loss = frontier_arrays(points, name, monotone=False)
     if len(flops) < 4:
         raise ValueError(f"{name}: a power-law fit needs at least 4 runs, got {len(flops)}")
     lo, hi = (_positive(a, "alpha_range") for a in alpha_range)
@@ -303,7 +304,7 @@ def frontier_loss_at(points: Sequence, flops: float, method: str = "interpolate"
     extrapolation): piecewise linear in log FLOPs between the bracketing runs, or the power-law fit."""
     _method(method)
     c = _positive(flops, "flops")
-    f, loss = frontier_arrays(points, name)
+    f, loss = frontier_arrays(points, name, monotone=False)
     if not f[0] <= c <= f[-1]:
         raise ValueError(f"flops {c:.6g} lies outside the frontier's runs [{f[0]:.6g}, {f[-1]:.6g}] "
                          f"({name}): no extrapolation; add runs that bracket it")
@@ -321,8 +322,8 @@ def frontier_flops_for_loss(points: Sequence, loss: float, method: str = "interp
     over the runs' FLOPs range."""
     _method(method)
     target = _finite(loss, "loss")
-    f, l = frontier_arrays(points, name)
-    if method == "fit":
+    if method == "fit":  # the fitted curve is monotone even where the runs are not
+        f, l = frontier_arrays(points, name, monotone=False)
         fit = fit_power_law(points, name=name)
         top, bottom = fit.loss_at(f[0]), fit.loss_at(f[-1])
         if target < bottom:
@@ -330,6 +331,7 @@ def frontier_flops_for_loss(points: Sequence, loss: float, method: str = "interp
         if target > top:
             return {"flops": float(f[0]), "bound": "<"}
         return {"flops": float(min(max(fit.flops_for_loss(target), f[0]), f[-1])), "bound": None}
+    f, l = frontier_arrays(points, name)
     if target < l[-1]:
         return {"flops": float(f[-1]), "bound": ">"}
     if target > l[0]:
@@ -496,23 +498,32 @@ def summary_row(flavor: str, tokens_per_param: float, arm: str, frontiers: Mappi
         raise ValueError(f"parameters must be a positive integer or None, got {parameters!r}")
     if (baseline_step_s is None) != (tst_mean_step_s is None):
         raise ValueError("baseline_step_s and tst_mean_step_s: give both (for the wall-clock speedup) or neither")
-    iso = iso_loss_speedup(frontiers, treatment, "interpolate", n_resamples, bootstrap_seed)
+    def not_computed(method: str, why: str) -> dict:
+        return {"method": method, "median": None, "ci95": None, "ci95_t": None, "geometric_mean": None,
+                "bound": None, "value": None, "error": why}
+
+    try:
+        iso = iso_loss_speedup(frontiers, treatment, "interpolate", n_resamples, bootstrap_seed)
+    except ValueError as e:  # e.g. a seed's runs do not fall with FLOPs: the interpolation has no inverse
+        iso = not_computed("interpolate", str(e))
     try:
         iso_fit = iso_loss_speedup(frontiers, treatment, "fit", n_resamples, bootstrap_seed)
     except FitError as e:  # recorded in the row, not hidden: the interpolated figure stands alone
-        iso_fit = {"method": "fit", "median": None, "ci95": None, "ci95_t": None, "geometric_mean": None,
-                   "bound": None, "value": None, "error": str(e)}
+        iso_fit = not_computed("fit", str(e))
     row = {
         "flavor": flavor, "tokens_per_param": tpp, "arm": arm, "parameters": parameters,
         "equal_flops_delta": equal_flops_delta(frontiers, treatment, "interpolate"),
         "iso_loss_speedup": iso,
         "iso_loss_speedup_fit": iso_fit,
-        "wall_clock_speedup": None if baseline_step_s is None else
+        "wall_clock_speedup": None if baseline_step_s is None or "error" in iso else
         wall_clock_speedup(iso, baseline_step_s, tst_mean_step_s),
-        "frontiers": [{"seed": s, "runs": [[float(c), float(v)] for c, v in zip(*frontier_arrays(frontiers[s]))]}
-                      for s in (p["seed"] for p in iso["per_seed"])],
+        "frontiers": [{"seed": s, "runs": [[float(c), float(v)]
+                                           for c, v in zip(*frontier_arrays(frontiers[s], monotone=False))]}
+                      for s in sorted(treatment)],
+        "treatment": [{"seed": s, "flops": float(treatment[s][0]), "loss": float(treatment[s][1])}
+                      for s in sorted(treatment)],
     }
-    if arm == AA_ARM:  # the control's pass mark, beside its figures
+    if arm == AA_ARM and "error" not in iso:  # the control's pass mark, beside its figures
         iso.update(_contains_one(iso))
     return row
 
@@ -549,7 +560,7 @@ def plot_frontier(result: dict, path: str) -> None:
             c, l = zip(*fr["runs"])
             ax.plot(c, l, "o-", color="0.55", alpha=0.7, ms=3, lw=1, label="baseline runs (one line a seed)" if k == 0 else None)
         for r in these:
-            pts = r["iso_loss_speedup"]["per_seed"]
+            pts = r["treatment"]
             cs, ls = [p["flops"] for p in pts], [p["loss"] for p in pts]
             ax.plot(cs, ls, ".", color=colors[r["arm"]], alpha=0.5)
             loss_ci = t_interval(ls)
@@ -568,7 +579,11 @@ def plot_frontier(result: dict, path: str) -> None:
         shift = (k - (len(arms) - 1) / 2) * 0.08  # arms side by side, not on top of each other
         for r in (r for r in rows if r["arm"] == arm):
             x = r["parameters"] * math.exp(shift) if by_params else flavors.index(r["flavor"]) + shift
-            _speedup_marks(ax, x, r["iso_loss_speedup"], colors[arm], arm)
+            # the interpolated speedup; where a seed's runs do not fall with FLOPs, the fitted one
+            est = next((e for e in (r["iso_loss_speedup"], r.get("iso_loss_speedup_fit"))
+                        if e and not e.get("error")), None)
+            if est is not None:
+                _speedup_marks(ax, x, est, colors[arm], arm if est is r["iso_loss_speedup"] else f"{arm} (fit)")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=7)

@@ -9,10 +9,16 @@ data, read by sample index) -- and from the stable run's checkpoint at step ``k`
 *cool-down branch* resumed with ``training.steps = N`` finishes exactly the ``N``-step run.
 (Hägele et al., 2024, "Scaling Laws and Compute-Optimal Training Beyond Fixed Training Durations".)
 
-:func:`run_wsd` trains the stable run in segments, one per branch point (torchtitan 0.2.2 saves
-checkpoints every ``checkpoint.interval`` steps and at the last step, not at chosen steps: each
-segment ends at a branch point, saves a full checkpoint there, and the next segment resumes from
-it), then one branch per length. The whole family costs the stable run plus every branch's
+:func:`run_wsd` trains the stable run, then one branch per length. torchtitan 0.2.2 saves
+checkpoints every ``checkpoint.interval`` steps and at the last step, not at chosen steps, so the
+stable run is either
+
+* segments, one per branch point (the default): each ends at a branch point, saves a full
+  checkpoint there, and the next segment resumes from it; or
+* one run (``one_stable_run=True``): one process saving a full checkpoint every
+  ``gcd(branch points)`` steps, all kept (``keep_latest_k = 0``); those not at a branch point are
+  deleted once it has finished. One process start instead of one per length: lengths that are
+  multiples of ``10·u`` have branch points ``0.9 x length``, multiples of ``9·u``. The whole family costs the stable run plus every branch's
 decay: about 1.2x the longest run for the grid 0.5x .. 4x in steps of sqrt(2) (:func:`scaled_lengths`),
 under 0.4x training each length from scratch. The stable run is the longest run's own
 schedule (``lr_scheduler.total_steps`` = the longest length), stopped at its branch point.
@@ -24,7 +30,9 @@ processes) and are reused when finished with the same settings, so an interrupte
 from __future__ import annotations
 
 import json
+import math
 import os
+import shutil
 from dataclasses import dataclass
 
 from tst_titan.experiments.runner import BASE_CONFIG, RUN_RECORD, Progress, run_training
@@ -90,6 +98,7 @@ class WSDPlan:
     warmup_steps: int
     decay_ratio: float
     branches: tuple[Branch, ...]
+    one_stable_run: bool = False  # one stable process with interval checkpoints, not segments
 
     @property
     def horizon(self) -> int:
@@ -97,22 +106,43 @@ class WSDPlan:
         return max(self.lengths)
 
     @property
-    def segment_ends(self) -> tuple[int, ...]:
+    def branch_points(self) -> tuple[int, ...]:
         return tuple(sorted({b.branch_point for b in self.branches}))
+
+    @property
+    def segment_ends(self) -> tuple[int, ...]:
+        """Where each stable run (a segment, or the one run) ends."""
+        points = self.branch_points
+        return (max(points),) if self.one_stable_run else points
+
+    @property
+    def checkpoint_interval(self) -> int:
+        """The stable runs' ``checkpoint.interval``: every branch point a multiple of it (one
+        run), or none reached (segments: each saves at its last step only)."""
+        return math.gcd(*self.branch_points) if self.one_stable_run else NO_INTERVAL
+
+    def stable_run_of(self, k: int) -> int:
+        """The end of the stable run holding the checkpoint of branch point ``k``."""
+        return min(e for e in self.segment_ends if e >= k)
+
+    def checkpoints_of(self, end: int) -> tuple[int, ...]:
+        """The branch points whose checkpoints the stable run ending at ``end`` saves."""
+        return tuple(k for k in self.branch_points if self.stable_run_of(k) == end)
 
     def total_steps(self) -> int:
         """Optimizer steps the family trains: the stable run plus every branch."""
         return max(self.segment_ends) + sum(b.steps - b.branch_point for b in self.branches)
 
 
-def plan_wsd(lengths, warmup_steps: int, decay_ratio: float = DECAY_RATIO) -> WSDPlan:
+def plan_wsd(lengths, warmup_steps: int, decay_ratio: float = DECAY_RATIO, one_stable_run: bool = False) -> WSDPlan:
     """The family for run ``lengths`` (distinct step counts), each with ``warmup_steps`` of warmup
-    and a linear decay over its last ``decay_ratio``."""
+    and a linear decay over its last ``decay_ratio``; its stable run in segments or, with
+    ``one_stable_run``, one process."""
     lengths = tuple(sorted(lengths))
     if not lengths or len(set(lengths)) != len(lengths):
         raise ValueError(f"lengths must be distinct step counts, at least one, got {lengths!r}")
     branches = tuple(Branch(n, branch_point(n, warmup_steps, decay_ratio)) for n in lengths)
-    return WSDPlan(lengths, warmup_steps, decay_ratio, branches)
+    return WSDPlan(lengths, warmup_steps, decay_ratio, branches, one_stable_run)
 
 
 def scaled_lengths(steps: int, factors=(0.5, 0.71, 1.0, 1.41, 2.0, 2.83, 4.0), multiple_of: int = 1) -> list[int]:
@@ -151,10 +181,11 @@ def _resume_from(path: str) -> list[str]:
 
 
 def stable_overrides(plan: WSDPlan, end: int, resume: str | None) -> list[str]:
-    """A stable segment: the longest run's schedule up to step ``end``, saving its full state
-    there; resumed from the previous segment's checkpoint ``resume`` (None: the first)."""
+    """A stable run: the longest run's schedule up to step ``end``, saving its full state there
+    (and, as one run, every ``plan.checkpoint_interval`` steps); a segment resumes from the
+    previous segment's checkpoint ``resume`` (None: the first)."""
     args = _schedule(end, plan) + ["--lr_scheduler.total_steps", str(plan.horizon),
-                                   "--checkpoint.enable", "--checkpoint.interval", str(NO_INTERVAL),
+                                   "--checkpoint.enable", "--checkpoint.interval", str(plan.checkpoint_interval),
                                    "--checkpoint.no-last-save-model-only", "--checkpoint.keep_latest_k", "0"]
     return args + (_resume_from(resume) if resume else [])
 
@@ -188,7 +219,7 @@ def wsd_runs(plan: WSDPlan, out_dir: str, base_overrides: list[str]) -> list[Run
         runs.append(spec)
         previous = spec
     for b in plan.branches:
-        stable = stable_name(b.branch_point)
+        stable = stable_name(plan.stable_run_of(b.branch_point))
         resume = checkpoint_of(out_dir, stable, b.branch_point)
         runs.append(RunSpec(branch_name(b.steps), b.steps,
                             [*base_overrides, *branch_overrides(plan, b.steps, resume)], "branch", stable))
@@ -196,15 +227,19 @@ def wsd_runs(plan: WSDPlan, out_dir: str, base_overrides: list[str]) -> list[Run
 
 
 def wsd_rows(plan: WSDPlan, rows_of, steps: int) -> list[dict]:
-    """The metrics rows of the ``steps``-step run: the stable segments' rows up to its branch
-    point, then its branch's. ``rows_of(name)`` reads a run's rows."""
+    """The metrics rows of the ``steps``-step run: the stable run's rows (of the segments up to
+    it, or of the one run) up to its branch point, then its branch's. ``rows_of(name)`` reads a
+    run's rows."""
     k = next(b.branch_point for b in plan.branches if b.steps == steps)
-    rows = [r for end in plan.segment_ends if end <= k for r in rows_of(stable_name(end)) if r["step"] <= k]
+    ends = plan.segment_ends
+    starts = (0, *ends[:-1])  # a stable run covers steps start+1 .. end
+    rows = [r for start, end in zip(starts, ends) if start < k for r in rows_of(stable_name(end)) if r["step"] <= k]
     return rows + [r for r in rows_of(branch_name(steps)) if r["step"] > k]
 
 
-def _finished(dump: str, spec: RunSpec, config: str) -> bool:
-    """A stable segment finished with these settings: its record and its final checkpoint."""
+def _finished(dump: str, spec: RunSpec, config: str, checkpoints) -> bool:
+    """A stable run finished with these settings: its record and the checkpoints of its
+    branch points (``checkpoints``; a segment's: its last step)."""
     record_path = os.path.join(dump, RUN_RECORD)
     if not os.path.exists(record_path):
         return False
@@ -212,21 +247,33 @@ def _finished(dump: str, spec: RunSpec, config: str) -> bool:
         record = json.load(f)
     if (record.get("overrides"), record.get("config"), record.get("steps")) != (spec.overrides, config, spec.steps):
         return False
-    return os.path.exists(os.path.join(dump, "checkpoint", f"step-{spec.steps}", ".metadata"))
+    return all(os.path.exists(os.path.join(dump, "checkpoint", f"step-{k}", ".metadata")) for k in checkpoints)
+
+
+def _prune_checkpoints(dump: str, keep) -> None:
+    """Delete the stable run's interval checkpoints that no branch starts from (disk space:
+    one full training state each)."""
+    folder = os.path.join(dump, "checkpoint")
+    keep = {f"step-{k}" for k in keep}
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        if name.startswith("step-") and name not in keep:
+            shutil.rmtree(os.path.join(folder, name))
 
 
 def run_wsd(base_overrides: list[str], lengths, warmup_steps: int, out_dir: str, *,
             validation_freq: int, decay_ratio: float = DECAY_RATIO, config: str = BASE_CONFIG,
-            quiet: bool = False, train=run_training) -> dict:
+            quiet: bool = False, train=run_training, one_stable_run: bool = False,
+            progress: Progress | None = None) -> dict:
     """Train the WSD family of ``lengths`` into ``out_dir``; return, per length, its branch point,
     its rows (stable part and branch), and its final validation loss.
 
     ``validation_freq`` is set on every run and must divide every length, so each run is evaluated
-    at its last step. Finished runs with the same settings are reused; a stable segment trained
-    again makes every later run train again. ``train`` is :func:`run_training` (a stand-in in
-    tests).
+    at its last step. Finished runs with the same settings are reused; a stable run trained
+    again makes every later run train again. ``one_stable_run``: the stable run as one process
+    (see the module docstring), else in segments. ``progress``: a study's own (else one for this
+    family). ``train`` is :func:`run_training` (a stand-in in tests).
     """
-    plan = plan_wsd(lengths, warmup_steps, decay_ratio)
+    plan = plan_wsd(lengths, warmup_steps, decay_ratio, one_stable_run)
     bad = [n for n in plan.lengths if n % validation_freq]
     if bad:
         raise ValueError(
@@ -236,25 +283,34 @@ def run_wsd(base_overrides: list[str], lengths, warmup_steps: int, out_dir: str,
     os.makedirs(out_dir, exist_ok=True)
     base = [*base_overrides, "--validation.freq", str(validation_freq)]
     runs = wsd_runs(plan, out_dir, base)
-    progress = Progress(plan.total_steps(), quiet)
+    progress = progress or Progress(plan.total_steps(), quiet)
     retrained: set[str] = set()
     done: dict[str, dict] = {}
     for spec in runs:
         dump = os.path.join(out_dir, spec.name)
         upstream_new = spec.after in retrained
-        if spec.kind == "stable" and not upstream_new and _finished(dump, spec, config):
+        checkpoints = plan.checkpoints_of(spec.steps) if spec.kind == "stable" else ()
+        if spec.kind == "stable" and not upstream_new and _finished(dump, spec, config, checkpoints):
             done[spec.name] = {"rows": read_metrics(dump)}
             progress.done += spec.steps
             if not quiet:
                 print(f"[wsd] {spec.name:<16} reusing the finished segment in {dump}", flush=True)
             continue
+        if spec.kind == "branch":
+            # the trainer counts a run's steps from 1 (progress lines: done + step; at the end: + steps);
+            # a branch trains only its steps after the branch point
+            progress.done -= next(b.branch_point for b in plan.branches if b.steps == spec.steps)
         run = train(spec.name, spec.overrides, out_dir, spec.steps, progress, config=config,
                     reuse=spec.kind == "branch" and not upstream_new)
         if spec.kind == "stable":
             retrained.add(spec.name)
+            if plan.one_stable_run:
+                _prune_checkpoints(dump, checkpoints)
         done[spec.name] = run
     result = {"lengths": list(plan.lengths), "warmup_steps": warmup_steps, "decay_ratio": decay_ratio,
-              "stable_steps": max(plan.segment_ends), "total_steps": plan.total_steps(), "runs": {}}
+              "stable_steps": max(plan.segment_ends), "total_steps": plan.total_steps(),
+              "stable_runs": [stable_name(e) for e in plan.segment_ends],
+              "checkpoint_interval": plan.checkpoint_interval if one_stable_run else None, "runs": {}}
     for b in plan.branches:
         rows = wsd_rows(plan, lambda name: done[name]["rows"], b.steps)
         vals = [r for r in rows if "val_loss" in r]

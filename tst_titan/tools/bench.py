@@ -2,11 +2,20 @@
 
 Commands (each prints a table and writes JSON, and a plot where it has one):
 
-* ``python -m tst_titan.tools.bench [--quick] [--corpus DIR]`` — tunes the baseline's learning rate
-  on a small grid, trains the TST run (N steps) and the baseline (up to K·N steps) through the
-  stock torchtitan entry point, and reports the speedup to TST's final next-token validation loss
-  in steps and wall-clock, losses at equal steps/FLOPs, tokens read, phase-1 vs baseline step time
-  and memory (interleaved in one process), data-loading share and token-store speed.
+* ``python -m tst_titan.tools.bench [--quick] [--device cuda] [--corpus DIR]`` — the study
+  (:mod:`tst_titan.experiments.frontier`): per model size, TST arms (s = 6 and 4, r = 0.3) against
+  a frontier of fully trained warmup-stable-decay baselines of 0.5x to 4x the TST run's length,
+  over seeds, each arm's learning rate tuned on its own grid. Reports first the iso-loss speedup
+  (frontier FLOPs to reach TST's final val loss / TST's FLOPs, bootstrap and t 95% intervals),
+  then the equal-FLOPs loss difference, wall-clock speedup, the A/A control and the old (biased)
+  first-crossing figure. Writes ``frontier.json`` and ``frontier.png``. Default: micro and mini
+  (≤ 2 h on 2 cores); ``--quick``: micro only (≤ 20 min); ``--device cuda``: a 22.5 M-parameter
+  model on one GPU. Interrupted studies resume (finished runs are reused).
+* ``python -m tst_titan.tools.bench pair [--quick]`` — one TST run and one long baseline, for a quick
+  look at the curves: learning rate tuned on the baseline, TST for N steps, the baseline for K·N,
+  losses at equal steps/FLOPs, tokens read, step time and memory, data loading. No speedup: the long
+  baseline has not decayed its learning rate at step N (its first crossing of TST's loss is
+  reported as the biased ratio it is).
 * ``python -m tst_titan.tools.bench regime`` — where does TST start to pay? Baseline/TST pairs over
   training tokens per parameter (≲1 … ≥150), each compared at equal FLOPs.
 * ``python -m tst_titan.tools.bench loss`` — ``bag_cross_entropy`` against one cross-entropy and
@@ -23,79 +32,149 @@ import os
 import sys
 from dataclasses import replace
 
-from tst_titan.experiments import bench
+from tst_titan.datastore.store import CorpusMismatchError
+from tst_titan.experiments import bench, frontier
+
+COMMANDS = ("pair", "regime", "loss")
+
+
+def _numbers(parser, option: str, text: str, kind=float) -> tuple:
+    try:
+        return tuple(kind(x) for x in text.split(","))
+    except ValueError:
+        parser.error(f"{option} must be comma-separated {'integers' if kind is int else 'numbers'}, got {text!r}")
+
+
+def _corpus_options(parser) -> None:
+    parser.add_argument("--corpus", help="a folder of text (txt/md/rst/py/jsonl, recursive) instead of the embedded corpus")
+    parser.add_argument("--small-corpus", action="store_true",
+                        help="the stdlib-only embedded corpus (~4 M tokens) instead of stdlib + "
+                             "pinned packages (~22 M tokens at vocab 512, built once in under a minute)")
+
+
+def _corpus(parser, args, setup):
+    if args.small_corpus:
+        setup = replace(setup, dataset="embedded")
+    if args.corpus:
+        if not os.path.isdir(args.corpus):
+            parser.error(f"--corpus {args.corpus!r} is not a folder")
+        setup = replace(setup, dataset="folder", dataset_path=os.path.abspath(args.corpus))
+    return setup
+
+
+def _out(args, name: str) -> str:
+    """Each corpus its own folder by default; the studies refuse a folder of another corpus's results."""
+    return args.out or os.path.join("outputs", name + (
+        f"-{os.path.basename(os.path.normpath(args.corpus))}" if args.corpus
+        else "-stdlib" if args.small_corpus else ""))
+
+
+def frontier_main(parser, argv) -> int:
+    parser.add_argument("--quick", action="store_true", help="one flavor (micro), 3 seeds: ≤ 20 minutes on 2 cores")
+    parser.add_argument("--device", choices=frontier.DEVICES, default="cpu",
+                        help="cuda: the GPU preset (a 22.5 M-parameter model, ~8 minutes of one H200)")
+    _corpus_options(parser)
+    parser.add_argument("--flavors", help="comma-separated tst_llama3 flavors (default: the preset's)")
+    parser.add_argument("--arms", help=f"comma-separated TST arms, of {', '.join(frontier.ARMS)}")
+    parser.add_argument("--seeds", help="comma-separated seeds (init and data order), at least 2")
+    parser.add_argument("--factors", help="comma-separated frontier lengths in units of N, sorted, at least 4")
+    parser.add_argument("--tokens-per-param", type=float, help="training positions per parameter of the TST runs")
+    parser.add_argument("--baseline-lr-grid", help="comma-separated learning rates for the baseline")
+    parser.add_argument("--tst-lr-grid", help="comma-separated learning rates, each TST arm tuned on them")
+    parser.add_argument("--steptime-steps", type=int, help="timed steps of each variant per step-time measurement")
+    args = parser.parse_args(argv)
+    if args.quick and args.device == "cuda":
+        parser.error("--quick and --device cuda are two presets: pick one")
+    setup = frontier.CUDA if args.device == "cuda" else frontier.QUICK if args.quick else frontier.DEFAULT
+    setup = _corpus(parser, args, setup)
+    for option, attr, kind in (("flavors", "flavors", str), ("arms", "arms", str), ("seeds", "seeds", int),
+                               ("factors", "factors", float), ("baseline_lr_grid", "baseline_lr_grid", float),
+                               ("tst_lr_grid", "tst_lr_grid", float)):
+        text = getattr(args, option)
+        if text is not None:
+            values = tuple(x.strip() for x in text.split(",")) if kind is str else \
+                _numbers(parser, "--" + option.replace("_", "-"), text, kind)
+            setup = replace(setup, **{attr: values})
+    for option in ("tokens_per_param", "steptime_steps"):
+        if getattr(args, option) is not None:
+            setup = replace(setup, **{option: getattr(args, option)})
+    try:
+        frontier.check_setup(setup)
+    except ValueError as e:
+        parser.error(str(e))
+    preset = "frontier_cuda" if args.device == "cuda" else "frontier_quick" if args.quick else "frontier"
+    out = _out(args, preset)
+    try:
+        result = frontier.frontier(setup, out, quiet=args.quiet)
+    except CorpusMismatchError as e:
+        parser.exit(2, f"{parser.prog}: error: {e}\n")
+    frontier.print_table(result)
+    print(f"wrote {out}/{frontier.FRONTIER_FILE} and {out}/frontier.png (runs under {out}/<flavor>/)")
+    return 0
+
+
+def pair_main(parser, argv) -> int:
+    parser.add_argument("--quick", action="store_true", help="the ≤10-minute configuration")
+    _corpus_options(parser)
+    parser.add_argument("--steps", type=int, help="N, the TST run's steps")
+    parser.add_argument("--k", type=float, help="the baseline runs up to k·N steps")
+    parser.add_argument("--bag-size", type=int)
+    parser.add_argument("--fraction", type=float, help="superposition_fraction r")
+    parser.add_argument("--lr-grid", help="comma-separated learning rates for the baseline tuning")
+    parser.add_argument("--flavor", help="tst_llama3 flavor (default: micro)")
+    args = parser.parse_args(argv)
+    setup = _corpus(parser, args, bench.QUICK if args.quick else bench.DEFAULT)
+    for key, attr in (("steps", "steps"), ("k", "k"), ("bag_size", "bag_size"),
+                      ("fraction", "superposition_fraction"), ("flavor", "flavor")):
+        if getattr(args, key) is not None:
+            setup = replace(setup, **{attr: getattr(args, key)})
+    if args.lr_grid:
+        setup = replace(setup, lr_grid=_numbers(parser, "--lr-grid", args.lr_grid))
+    if setup.steps < 10 or setup.k < 1:
+        parser.error("--steps must be >= 10 and --k >= 1")
+    out = _out(args, "bench_quick" if args.quick else "bench")
+    result = bench.bench(setup, out, quiet=args.quiet)
+    bench.print_table(result)
+    for name in ("tst", "baseline"):
+        run = os.path.join(out, name)
+        print(f"  {name:<8} metrics {run}/metrics.jsonl   checkpoints {run}/checkpoint   log {run}/train.log")
+    print(f"wrote {out}/bench.json and {out}/bench.png")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    command = argv.pop(0) if argv and argv[0] in ("regime", "loss") else "compare"
+    command = argv.pop(0) if argv and argv[0] in COMMANDS else "frontier"
     parser = argparse.ArgumentParser(
-        prog=f"python -m tst_titan.tools.bench{'' if command == 'compare' else ' ' + command}",
+        prog=f"python -m tst_titan.tools.bench{'' if command == 'frontier' else ' ' + command}",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", help="output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    if command == "compare":
-        parser.add_argument("--quick", action="store_true", help="the ≤10-minute configuration")
-        parser.add_argument("--corpus", help="a folder of text (txt/md/rst/py/jsonl, recursive) instead of the embedded corpus")
-        parser.add_argument("--steps", type=int, help="N, the TST run's steps")
-        parser.add_argument("--k", type=float, help="the baseline runs up to k·N steps")
-        parser.add_argument("--bag-size", type=int)
-        parser.add_argument("--fraction", type=float, help="superposition_fraction r")
-        parser.add_argument("--lr-grid", help="comma-separated learning rates for the baseline tuning")
-        parser.add_argument("--flavor", help="tst_llama3 flavor (default: micro)")
-        parser.add_argument("--small-corpus", action="store_true",
-                            help="the stdlib-only embedded corpus (~4 M tokens) instead of stdlib + "
-                                 "pinned packages (~22 M tokens at vocab 512, built once in under a minute)")
-        args = parser.parse_args(argv)
-        setup = bench.QUICK if args.quick else bench.DEFAULT
-        if args.small_corpus:
-            setup = replace(setup, dataset="embedded")
-        if args.corpus:
-            if not os.path.isdir(args.corpus):
-                parser.error(f"--corpus {args.corpus!r} is not a folder")
-            setup = replace(setup, dataset="folder", dataset_path=os.path.abspath(args.corpus))
-        for key, attr in (("steps", "steps"), ("k", "k"), ("bag_size", "bag_size"),
-                          ("fraction", "superposition_fraction"), ("flavor", "flavor")):
-            if getattr(args, key) is not None:
-                setup = replace(setup, **{attr: getattr(args, key)})
-        if args.lr_grid:
-            try:
-                setup = replace(setup, lr_grid=tuple(float(x) for x in args.lr_grid.split(",")))
-            except ValueError:
-                parser.error(f"--lr-grid must be comma-separated numbers, got {args.lr_grid!r}")
-        if setup.steps < 10 or setup.k < 1:
-            parser.error("--steps must be >= 10 and --k >= 1")
-        # Each corpus its own folder by default; bench() refuses a folder of another corpus's results.
-        out = args.out or os.path.join("outputs", ("bench_quick" if args.quick else "bench") + (
-            f"-{os.path.basename(os.path.normpath(args.corpus))}" if args.corpus
-            else "-stdlib" if args.small_corpus else ""))
-        result = bench.bench(setup, out, quiet=args.quiet)
-        bench.print_table(result)
-        for name in ("tst", "baseline"):
-            run = os.path.join(out, name)
-            print(f"  {name:<8} metrics {run}/metrics.jsonl   checkpoints {run}/checkpoint   log {run}/train.log")
-        print(f"wrote {out}/bench.json and {out}/bench.png")
-    elif command == "regime":
+    if command == "frontier":
+        return frontier_main(parser, argv)
+    if command == "pair":
+        return pair_main(parser, argv)
+    if command == "regime":
         parser.add_argument("--tokens-per-param", help="comma-separated targets, e.g. 0.5,2,8,32,100,200")
         parser.add_argument("--lr", type=float)
         args = parser.parse_args(argv)
         setup = bench.RegimeSetup()
         if args.tokens_per_param:
-            setup = replace(setup, tokens_per_param=tuple(float(x) for x in args.tokens_per_param.split(",")))
+            setup = replace(setup, tokens_per_param=_numbers(parser, "--tokens-per-param", args.tokens_per_param))
         if args.lr:
             setup = replace(setup, lr=args.lr)
         out = args.out or os.path.join("outputs", "bench_regime")
         result = bench.regime(setup, out, quiet=args.quiet)
         bench.print_regime_table(result)
         print(f"wrote {out}/regime.json and {out}/regime.png")
-    else:
-        parser.add_argument("--positions", type=int, default=1024)
-        parser.add_argument("--bag-sizes", default="1,4,6,8,16")
-        parser.add_argument("--vocabs", default="2048,32768,131072")
-        args = parser.parse_args(argv)
-        bench.loss_bench(tuple(int(x) for x in args.bag_sizes.split(",")),
-                         tuple(int(x) for x in args.vocabs.split(",")),
-                         args.positions, out_dir=args.out or os.path.join("outputs", "bench_loss"))
+        return 0
+    parser.add_argument("--positions", type=int, default=1024)
+    parser.add_argument("--bag-sizes", default="1,4,6,8,16")
+    parser.add_argument("--vocabs", default="2048,32768,131072")
+    args = parser.parse_args(argv)
+    bench.loss_bench(_numbers(parser, "--bag-sizes", args.bag_sizes, int),
+                     _numbers(parser, "--vocabs", args.vocabs, int),
+                     args.positions, out_dir=args.out or os.path.join("outputs", "bench_loss"))
     return 0
 
 

@@ -1,0 +1,410 @@
+"""The frontier study (``python -m tst_titan.tools.bench``) end to end on a tiny setup.
+
+Two kinds of runs: a stand-in trainer whose final losses follow a known law (so that every figure
+of frontier.json has an exact expected value), and real torchtitan training of the whole protocol
+(in one process, then one run again through ``run_training``'s subprocess: the same losses bit
+for bit, every other run reused)."""
+
+import json
+import math
+import os
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from torchtitan.config import ConfigManager
+from torchtitan.train import Trainer
+
+import tst_titan.config  # noqa: F401  (activates the extension here: tst_* specs, CPU mode)
+from tests.helpers.distributed import run_on_processes
+from tst_titan.analysis.frontier import aa_control, summary_row
+from tst_titan.datastore.store import CorpusMismatchError
+from tst_titan.experiments import bench, frontier, steptime
+from tst_titan.experiments.runner import BASE_CONFIG, RUN_RECORD, finished_run, run_training, training_command
+from tst_titan.run_files import read_metrics
+from tst_titan.tools import bench as bench_tool
+
+# The tiny llama3 (dim 64, 2 layers, 4 heads, FFN 192, vocab 2048) at 4 x 32 positions a step.
+SEQ, BATCH = 32, 4
+TINY = frontier.FrontierSetup(
+    flavors=("tiny",), tokens_per_param=0.0139, arms=("s6_r0.3", "s4_r0.3"), seeds=(1, 2, 3),
+    factors=(0.5, 0.75, 1.0, 1.5), baseline_lr_grid=(6e-3, 1.2e-2), tst_lr_grid=(6e-3, 1.2e-2),
+    seq_len=SEQ, batch=BATCH, evals_per_run=4, val_steps=2, steptime_steps=4, dataset="embedded",
+)
+
+
+def tiny_parameters_and_flops_per_position():
+    """By hand from the shape: embedding and output 2048 x 64 each; per layer wq, wk, wv, wo
+    (64 x 64), w1, w2, w3 (64 x 192), two norms (64); a final norm. torchtitan's FLOPs per position:
+    6 x the non-embedding parameters + 6 x layers x heads x (q and v head dims, 2 x 16) x seq_len."""
+    per_layer = 4 * 64 * 64 + 3 * 64 * 192 + 2 * 64
+    params = 2 * 2048 * 64 + 2 * per_layer + 64
+    return params, 6 * (params - 2048 * 64) + 6 * 2 * 4 * (2 * 16) * SEQ
+
+
+def test_n_and_flops_follow_the_formula():
+    params, per_position = tiny_parameters_and_flops_per_position()
+    assert params == 368_960
+    plan = frontier.plan_flavor(TINY, "tiny")
+    assert (plan.parameters, plan.flops_per_position) == (params, per_position)
+    assert plan.flops_per_step == per_position * SEQ * BATCH
+    # N = 0.0139 x 368,960 / 128 = 40.07 -> validation every 10 (about N / 4), N = 40
+    assert (plan.steps, plan.val_every, plan.warmup_steps) == (40, 10, 2)
+    assert plan.lengths == (20, 30, 40, 60)
+    assert plan.tokens_per_param == 40 * 128 / params
+
+
+# -- a stand-in trainer with a known law ----------------------------------------------------------
+def _arg(overrides, key, default=None):
+    """The value of the last ``key`` in ``overrides`` (later overrides win, as in torchtitan)."""
+    at = [i for i, a in enumerate(overrides) if a == key]
+    return overrides[at[-1] + 1] if at else default
+
+
+def effective_steps(overrides, steps):
+    """How many baseline steps a run is worth: TST s6 1.2 + 0.05·seed x N, s4 1.1 + 0.02·seed x N,
+    the A/A replicate 1 ± 0.01; a learning rate off its arm's best (baseline 1.2e-2, TST 6e-3)
+    x 0.9."""
+    seed, init = int(_arg(overrides, "--tst.data_seed")), int(_arg(overrides, "--debug.seed"))
+    lr = float(_arg(overrides, "--optimizer.lr"))
+    if "--tst.enable" in overrides:
+        s = int(_arg(overrides, "--tst.bag_size"))
+        factor = (1.2 + 0.05 * seed) if s == 6 else (1.1 + 0.02 * seed)
+        best = 6e-3
+    else:
+        factor = 1 + 0.01 * (-1) ** seed if init >= frontier.AA_SEED_OFFSET else 1.0
+        best = 1.2e-2
+    return steps * factor * (1.0 if lr == best else 0.9)
+
+
+def law(t, seed):
+    """Final val loss of a fully decayed run worth t baseline steps: linear in log t, so that the
+    frontier's log-FLOPs interpolation is exact."""
+    return 10.0 - math.log(t) + 0.01 * seed
+
+
+def undecayed(t, seed):
+    """Val loss at step t of a run that has not decayed its rate (every evaluation but a decayed
+    run's last)."""
+    return 10.5 - 1.2 * math.log(t) + 0.01 * seed
+
+
+class FakeTrainer:
+    """Writes what run_training would (rows, run record, checkpoints), reuses finished runs as it
+    does, and counts the runs it trains."""
+
+    def __init__(self):
+        self.trained = []
+
+    def __call__(self, name, overrides, out_dir, steps, progress=None, config=BASE_CONFIG, reuse=False):
+        dump = os.path.join(out_dir, name)
+        record_path = os.path.join(dump, RUN_RECORD)
+        if reuse and (done := finished_run(record_path, overrides, config, steps)) is not None:
+            return done
+        self.trained.append(name)
+        shutil.rmtree(dump, ignore_errors=True)
+        interval = int(_arg(overrides, "--checkpoint.interval"))
+        for k in {steps, *range(interval, steps, interval)}:
+            os.makedirs(os.path.join(dump, "checkpoint", f"step-{k}"))
+            open(os.path.join(dump, "checkpoint", f"step-{k}", ".metadata"), "w").close()
+        resume = _arg(overrides, "--checkpoint.initial_load_path")
+        start = int(resume.rsplit("-", 1)[1]) if resume else 0
+        stable = "--lr_scheduler.total_steps" in overrides
+        seed, v = int(_arg(overrides, "--tst.data_seed")), int(_arg(overrides, "--validation.freq"))
+        rows = []
+        for t in range(start + 1, steps + 1):
+            row = {"step": t, "loss": 1.0}
+            if t % v == 0:
+                decayed = t == steps and not stable
+                row["val_loss"] = law(effective_steps(overrides, t), seed) if decayed else undecayed(t, seed)
+            rows.append(row)
+        with open(os.path.join(dump, "metrics.jsonl"), "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        with open(record_path, "w") as f:
+            json.dump({"overrides": overrides, "config": config, "steps": steps}, f)
+        return {"rows": read_metrics(dump)}
+
+
+STEP_S = {"phase1": 0.011, "phase2": 0.010, "baseline": 0.010}
+
+
+def fake_steptime(config, overrides, steps, out_path):
+    result = {"overrides": overrides, "kernel_gain": 1.25, "tst_step_ratio": 1.05, "phase1_vs_baseline": 1.1,
+              "control_phase2_vs_baseline": 1.0,
+              "step_s": {k: {"median": v, "n": steps} for k, v in STEP_S.items()}}
+    steptime.write(result, out_path)
+    return result
+
+
+SUMMARY_KEYS = {"flavor", "tokens_per_param", "arm", "parameters", "equal_flops_delta", "iso_loss_speedup",
+                "iso_loss_speedup_fit", "wall_clock_speedup", "frontiers", "treatment"}
+
+
+@pytest.mark.usefixtures("embedded_store")
+def test_frontier_json_holds_every_run_and_figure_and_a_second_call_trains_nothing(tmp_path):
+    out = str(tmp_path / "study")
+    train = FakeTrainer()
+    result = frontier.frontier(TINY, out, quiet=True, train=train, steptime=fake_steptime)
+    on_disk = json.loads(open(os.path.join(out, frontier.FRONTIER_FILE)).read())
+    assert set(on_disk) >= {"corpus_sha256", "corpus", "versions", "setup", "runs", "tuning", "summary",
+                            "aa_control", "old_metric", "step_times", "total_wall_s", "targets"}
+    assert on_disk["corpus_sha256"] == on_disk["corpus"]["corpus_sha256"] and "torchtitan" in on_disk["versions"]
+    assert os.path.getsize(os.path.join(out, "frontier.png")) > 10_000
+    params, per_position = tiny_parameters_and_flops_per_position()
+    flops_per_step = per_position * SEQ * BATCH
+
+    # every run: 2 x 3 tuning runs; per seed 4 branches, the stable run, 2 arms, the A/A replicate
+    runs = on_disk["runs"]
+    assert len(runs) == 6 + 3 * 8 and len(train.trained) == 6 + 3 * 8
+    for r in runs:
+        assert set(r) >= {"name", "flavor", "seed", "arm", "steps", "lr", "flops", "final_val_loss", "path"}
+        assert r["flops"] == r["steps"] * flops_per_step and os.path.isdir(r["path"])
+    # learning rates: each arm on its own grid (the law's best: 1.2e-2 baseline, 6e-3 TST)
+    tuning = on_disk["tuning"]["tiny"]
+    assert {k: v["chosen"] for k, v in tuning.items()} == {"baseline": 1.2e-2, "s6_r0.3": 6e-3, "s4_r0.3": 6e-3}
+    assert [t["lr"] for t in tuning["baseline"]["runs"]] == [6e-3, 1.2e-2]
+    assert all(r["lr"] == 1.2e-2 for r in runs if r["arm"] in ("baseline", "aa") and r["role"] != "tuning")
+    frontier_lengths = sorted(r["steps"] for r in runs if r["seed"] == 2 and r["role"] == "frontier")
+    assert frontier_lengths == [20, 30, 40, 60]
+
+    # the figures: per seed, TST s6 is worth (1.2 + 0.05·seed) x N baseline steps, exactly
+    rows = on_disk["summary"]
+    assert [(r["flavor"], r["arm"]) for r in rows] == [("tiny", "s6_r0.3"), ("tiny", "s4_r0.3")]
+    for r in rows:
+        assert set(r) == SUMMARY_KEYS
+        assert r["parameters"] == params and r["tokens_per_param"] == 40 * 128 / params
+        factor = {1: 1.25, 2: 1.30, 3: 1.35} if r["arm"] == "s6_r0.3" else {1: 1.12, 2: 1.14, 3: 1.16}
+        iso = r["iso_loss_speedup"]
+        assert set(iso) >= {"median", "ci95", "ci95_t", "bound", "per_seed"} and iso["bound"] is None
+        for p in iso["per_seed"]:
+            assert p["speedup"] == pytest.approx(factor[p["seed"]], rel=1e-12)
+        geo = math.exp(np.mean(np.log(list(factor.values()))))
+        assert iso["geometric_mean"] == pytest.approx(geo, rel=1e-12)
+        # 3 seeds: the bootstrap's 95% interval is the range of the per-seed values
+        assert iso["ci95"] == pytest.approx([min(factor.values()), max(factor.values())], rel=1e-12)
+        delta = r["equal_flops_delta"]
+        assert delta["mean"] == pytest.approx(-np.mean(np.log(list(factor.values()))), rel=1e-12)
+        assert len(delta["ci95"]) == 2
+        # wall-clock: x baseline step / (0.3 phase 1 + 0.7 phase 2)
+        ratio = 0.010 / (0.3 * 0.011 + 0.7 * 0.010)
+        assert r["wall_clock_speedup"]["median"] == pytest.approx(iso["median"] * ratio, rel=1e-12)
+    times = on_disk["step_times"]["tiny"]["s6_r0.3"]
+    assert times["kernel_gain"] == 1.25 and times["baseline_step_s"] == 0.010
+
+    # the A/A control: a baseline replicate worth 1 ± 1% of N, read against the same frontiers
+    aa = on_disk["aa_control"]["tiny"]
+    assert set(aa) == SUMMARY_KEYS and aa["arm"] == "aa"
+    want = {1: 0.99, 2: 1.01, 3: 0.99}
+    assert [p["speedup"] for p in aa["iso_loss_speedup"]["per_seed"]] == pytest.approx(list(want.values()), rel=1e-12)
+    assert aa["iso_loss_speedup"]["ci95_t_contains_1"] is True
+    frontiers = {f["seed"]: f["runs"] for f in aa["frontiers"]}
+    replicates = {r["seed"]: (r["flops"], r["final_val_loss"]) for r in runs if r["arm"] == "aa"}
+    assert aa["iso_loss_speedup"] == json.loads(json.dumps(aa_control(frontiers, replicates)))
+
+    # the old metric: seed 1's undecayed stable run reaches TST s6's loss (law(50, 1)) between its
+    # evaluations at steps 30 and 40, read linearly between them, over N = 40
+    old = on_disk["old_metric"]["tiny"]
+    assert old["arm"] == "s6_r0.3" and old["seed"] == 1 and old["first_crossing_speedup"]["bound"] is None
+    target, l30, l40 = law(50, 1), undecayed(30, 1), undecayed(40, 1)
+    assert l30 > target > l40
+    assert old["first_crossing_speedup"]["value"] == pytest.approx((30 + 10 * (l30 - target) / (l30 - l40)) / 40,
+                                                                   rel=1e-12)
+    assert old["iso_loss_speedup_same_seed"]["value"] == pytest.approx(1.25, rel=1e-12)
+    assert json.loads(json.dumps(result["summary"])) == rows
+
+    # resumable: a second call reuses every run and every step-time measurement
+    train.trained.clear()
+
+    def no_steptime(*args):
+        raise AssertionError("measured again")
+
+    again = frontier.frontier(TINY, out, quiet=True, train=train, steptime=no_steptime)
+    assert train.trained == []
+    assert json.loads(json.dumps(again["summary"])) == rows
+
+
+@pytest.mark.usefixtures("embedded_store")
+def test_a_frontier_that_cannot_bracket_tst_reports_a_bound(tmp_path):
+    # a grid up to 1.0 x N: TST s6 (worth 1.25-1.35 N) beats the longest baseline of every seed
+    setup = replace(TINY, factors=(0.5, 0.625, 0.75, 1.0), arms=("s6_r0.3",), tokens_per_param=2 * 0.0139,
+                    evals_per_run=8)  # N = 80, lengths 40, 50, 60, 80
+    result = frontier.frontier(setup, str(tmp_path), quiet=True, train=FakeTrainer(), steptime=fake_steptime)
+    iso = result["summary"][0]["iso_loss_speedup"]
+    assert iso["bound"] == ">" and iso["median"] is None and iso["value"] == pytest.approx(1.0)
+    assert frontier.format_speedup(iso) == "> 1.00x"
+
+
+def _refuse_training(*args, **kwargs):
+    raise AssertionError("trained despite bad input")
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"flavors": ("tiny", "nope")}, r"flavors: unknown flavor 'nope'.*allowed: \[.*'micro'"),
+    ({"arms": ("s6_r0.3", "s8")}, r"arms: unknown arm 's8'; allowed: \['s4_r0.3', 's6_r0.3'\]"),
+    ({"seeds": (1,)}, r"seeds: at least 2 are needed for a confidence interval, got \(1,\)"),
+    ({"factors": (0.5, 1.0, 2.0)}, r"factors must be a list of at least 4 positive numbers"),
+    ({"factors": (0.5, 2.0, 1.0, 4.0)}, r"factors must be sorted, strictly increasing"),
+    ({"factors": (1.5, 2.0, 3.0, 4.0)}, r"factors must bracket 1"),
+    ({"flavors": ("tiny", "micro")}, r"flavors must share a vocabulary size.*'tiny': 2048, 'micro': 512"),
+])
+def test_bad_setups_are_refused_before_any_training(tmp_path, change, message):
+    setup = replace(TINY, **change)
+    with pytest.raises(ValueError, match=message):
+        frontier.frontier(setup, str(tmp_path / "out"), train=_refuse_training, steptime=_refuse_training)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cuda_without_a_gpu_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match=r"device 'cuda': torch finds no CUDA device.*allowed here: 'cpu'"):
+        frontier.frontier(frontier.CUDA, str(tmp_path), train=_refuse_training, steptime=_refuse_training)
+
+
+@pytest.mark.usefixtures("embedded_store")
+def test_a_folder_of_another_corpus_is_refused_before_any_training(tmp_path):
+    out = tmp_path / "study"
+    bench.claim_output_folder(str(out), {"corpus_sha256": "b" * 64, "tokenizer_sha256": "t" * 64,
+                                         "val_fraction": 0.02, "shuffle_seed": 0, "source": "folder:/x", "store": "/x"})
+    with pytest.raises(CorpusMismatchError, match="holds results of another corpus"):
+        frontier.frontier(TINY, str(out), train=_refuse_training, steptime=_refuse_training)
+
+
+def test_the_command_runs_the_frontier_by_default_and_the_pair_on_request(tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def fake_frontier(setup, out, quiet=False):
+        seen.append(("frontier", setup, out))
+        raise SystemExit(0)
+
+    def fake_pair(setup, out, quiet=False):
+        seen.append(("pair", setup, out))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(frontier, "frontier", fake_frontier)
+    monkeypatch.setattr(bench, "bench", fake_pair)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    corpus = tmp_path / "texts"
+    corpus.mkdir()
+    for argv in ([], ["--quick"], ["--quick", "--corpus", str(corpus)], ["pair", "--quick"],
+                 ["--seeds", "4,5", "--arms", "s4_r0.3", "--factors", "0.5,1,2,4"]):
+        with pytest.raises(SystemExit):
+            bench_tool.main(argv)
+    assert [(kind, out) for kind, _, out in seen] == [
+        ("frontier", os.path.join("outputs", "frontier")), ("frontier", os.path.join("outputs", "frontier_quick")),
+        ("frontier", os.path.join("outputs", "frontier_quick-texts")), ("pair", os.path.join("outputs", "bench_quick")),
+        ("frontier", os.path.join("outputs", "frontier"))]
+    assert seen[0][1] == frontier.DEFAULT and seen[1][1] == frontier.QUICK and seen[3][1] == bench.QUICK
+    assert seen[2][1].dataset == "folder" and seen[2][1].dataset_path == str(corpus)
+    assert (seen[4][1].seeds, seen[4][1].arms, seen[4][1].factors) == ((4, 5), ("s4_r0.3",), (0.5, 1.0, 2.0, 4.0))
+    for argv, option in ((["--flavors", "nope"], "flavors"), (["--arms", "s8"], "arms"), (["--seeds", "1"], "seeds"),
+                         (["--seeds", "a,b"], "--seeds"), (["--factors", "0.5,1,2"], "factors"),
+                         (["--device", "cuda"], "device 'cuda'"), (["--device", "tpu"], "--device")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            bench_tool.main(argv)
+        assert e.value.code == 2 and option in capsys.readouterr().err, argv
+    assert len(seen) == 5  # nothing started
+
+
+# -- real training --------------------------------------------------------------------------------
+def in_process_train(name, overrides, out_dir, steps, progress=None, config=BASE_CONFIG, reuse=False):
+    """run_training without the process start: the same Trainer on the same command line, the same
+    run record."""
+    dump = os.path.join(out_dir, name)
+    record_path = os.path.join(dump, RUN_RECORD)
+    if reuse and (done := finished_run(record_path, overrides, config, steps)) is not None:
+        return done
+    shutil.rmtree(dump, ignore_errors=True)
+    os.makedirs(dump)
+    job = ConfigManager().parse_args(["--job.config_file", config, "--job.dump_folder", dump, *overrides])
+    trainer = Trainer(job)
+    try:
+        trainer.train()
+    finally:
+        trainer.close()
+    record = {"name": name, "dump": dump, "process_wall_s": None, "peak_memory_gib": None,
+              "command": training_command(config, dump, overrides), "config": config, "overrides": overrides,
+              "steps": steps}
+    with open(record_path, "w") as f:
+        json.dump(record, f)
+    return dict(record, rows=read_metrics(dump))
+
+
+def in_process_steptime(config, overrides, steps, out_path):
+    result = steptime.measure(config, overrides, steps=steps, warmup=1)
+    steptime.write(result, out_path)
+    return result
+
+
+REAL = replace(TINY, arms=("s6_r0.3",), seeds=(1, 2), baseline_lr_grid=(1e-2,), tst_lr_grid=(1e-2,))
+
+
+def _real_study(rank, world_size, out):
+    frontier.frontier(REAL, out, quiet=True, train=in_process_train, steptime=in_process_steptime)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("embedded_store")
+def test_the_protocol_trains_for_real_and_resumes_through_run_training(tmp_path, monkeypatch):
+    out = str(tmp_path / "study")
+    run_on_processes(_real_study, 1, out)  # one process: torchtitan imported once
+    first = json.loads(open(os.path.join(out, frontier.FRONTIER_FILE)).read())
+    runs = first["runs"]
+    # 1-rate grids: no tuning runs; per seed 4 branches, the stable run, TST, the A/A replicate
+    assert first["tuning"]["tiny"]["baseline"]["runs"] == [] and len(runs) == 2 * 7
+    _, per_position = tiny_parameters_and_flops_per_position()
+    for r in runs:
+        last = read_metrics(r["path"])[-1]
+        # the stable run (54 steps) logs and evaluates every 10: its loss is its last evaluation's
+        assert last["step"] == r.get("last_eval_step", r["steps"]) and r["final_val_loss"] == last["val_loss"]
+        # torchtitan's own FLOPs count agrees with parameters x positions
+        assert last["flops_seen"] == last["step"] * per_position * SEQ * BATCH
+        args = json.load(open(os.path.join(r["path"], RUN_RECORD)))["overrides"]
+        # the seeds reached the runs: init seed (A/A: 1000 + seed) and data order
+        init = frontier.AA_SEED_OFFSET + r["seed"] if r["arm"] == "aa" else r["seed"]
+        assert (_arg(args, "--debug.seed"), _arg(args, "--tst.data_seed")) == (str(init), str(r["seed"]))
+    finals = {(r["seed"], r["arm"], r["steps"]): r["final_val_loss"] for r in runs}
+    assert len(set(finals.values())) == len(finals)  # every run its own result
+    # the stable run kept only the checkpoints its branches start from (lengths 20 30 40 60)
+    stable = os.path.join(out, "tiny", "seed1", "baseline", "stable_to_54", "checkpoint")
+    assert sorted(os.listdir(stable)) == ["step-18", "step-27", "step-36", "step-54"]
+    times = first["step_times"]["tiny"]["s6_r0.3"]
+    assert times["steps_timed_each"] == 4 and times["baseline_step_s"] > 0
+    # the rows are summary_row's reading of these runs -- or, where a seed's longer baseline ended
+    # higher than a shorter one (runs of 20-60 steps of 128 positions are that noisy), its reason
+    frontiers = {s: sorted((r["flops"], r["final_val_loss"]) for r in runs if r["seed"] == s and r["role"] == "frontier")
+                 for s in (1, 2)}
+    for arm, row, step_s in (("s6_r0.3", first["summary"][0], times), ("aa", first["aa_control"]["tiny"], None)):
+        assert row["arm"] == arm
+        treatment = {r["seed"]: (r["flops"], r["final_val_loss"]) for r in runs if r["arm"] == arm}
+        step = {} if step_s is None else {"baseline_step_s": step_s["baseline_step_s"],
+                                          "tst_mean_step_s": step_s["tst_mean_step_s"]}
+        try:
+            want = json.loads(json.dumps(summary_row("tiny", row["tokens_per_param"], arm, frontiers, treatment,
+                                                     parameters=368_960, **step)))
+        except ValueError as e:
+            assert row["error"] == str(e) and row["iso_loss_speedup"] is None
+        else:
+            assert row == want and set(row) == SUMMARY_KEYS
+
+    # One run lost: the study again, through run_training's subprocess. Only that run trains, and
+    # it ends where the in-process run ended, bit for bit.
+    lost = os.path.join(out, "tiny", "seed2", "s6_r0.3")
+    shutil.rmtree(lost)
+    started = []
+
+    def counted(name, overrides, out_dir, steps, progress=None, config=BASE_CONFIG, reuse=False):
+        if finished_run(os.path.join(out_dir, name, RUN_RECORD), overrides, config, steps) is None:
+            started.append(name)
+        return run_training(name, overrides, out_dir, steps, progress, config=config, reuse=reuse)
+
+    def no_steptime(*args):
+        raise AssertionError("measured again")
+
+    again = frontier.frontier(REAL, out, quiet=True, train=counted, steptime=no_steptime)
+    assert started == ["tiny/seed2/s6_r0.3"]
+    assert os.path.exists(os.path.join(lost, "train.log"))  # written by the subprocess
+    assert json.loads(json.dumps(again["summary"])) == first["summary"]
+    assert json.loads(json.dumps(again["runs"])) == runs

@@ -1,0 +1,581 @@
+"""The honest TST benchmark (``python -m tst_titan.tools.bench``, issue 11): TST runs against a
+*frontier* of fully trained baselines, over seeds and model sizes.
+
+Per model flavor:
+
+1. ``N``, the TST runs' length: ``tokens_per_param x parameters / (batch x seq_len)`` (parameters
+   as torchtitan counts them), rounded to a multiple of the validation interval ``v`` (itself a
+   multiple of 10). A step costs ``flops_per_position x batch x seq_len`` FLOPs, TST (phase 1 or 2)
+   and baseline alike: a phase-1 step has the same L positions, only its inputs are bags.
+2. Learning rates, on the tuning seed only, each arm on its own grid: the baseline as full N-step
+   warmup-stable-decay (WSD) runs, each TST arm as full N-step TST runs; the best final
+   validation loss wins. A grid of one rate is not tuned (no runs).
+3. Per seed ``i`` (``--debug.seed i --tst.data_seed i``: initialisation and data order), at the
+   chosen rates: the baseline frontier, WSD runs of ``factor x N`` steps (rounded to multiples of
+   ``v``) trained as one stable run plus a cool-down branch per length
+   (:func:`tst_titan.experiments.wsd.run_wsd`, the stable run as one process); each TST arm,
+   one N-step run; the A/A control, one N-step baseline with another initialisation
+   (``debug.seed = 1000 + i``) and the same data order, read as a treatment against seed i's
+   frontier. The study's seeds differ from the tuning seed by default, so that no reported run
+   is the one its learning rate was picked on (picking the best of a grid on a run favours it).
+4. The old, biased figure once: the first seed's stable run (the baseline's rate never decayed)
+   first reaching the primary arm's final loss, divided by N.
+5. Step times: one ``python -m tst_titan.tools.steptime`` process per flavor and arm; wall-clock
+   speedup = iso-loss speedup x baseline step / mean TST step.
+
+Statistics: :mod:`tst_titan.analysis.frontier` (``summary_row``: the paired equal-FLOPs loss
+difference with a Student-t 95% interval, the iso-loss speedup with a bootstrap 95% interval and
+the t-interval, bounds when the frontier does not bracket TST's loss). Outputs
+``<out>/frontier.json`` and ``<out>/frontier.png``. Finished runs are reused (an interrupted
+study resumes), progress lines carry an ETA over the whole study, and an output folder belongs to
+one corpus (:func:`tst_titan.experiments.bench.claim_output_folder`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from tst_titan.analysis.frontier import (AA_ARM, MIN_SEEDS, first_crossing_speedup, mean_tst_step_s, plot_frontier,
+                                         summary_row)
+from tst_titan.datastore.store import corpus_record
+from tst_titan.experiments.bench import BenchSetup, _build_model, claim_output_folder, prepare_data, run_overrides
+from tst_titan.experiments.runner import BASE_CONFIG, Progress, free_port, run_training, versions
+from tst_titan.experiments.wsd import DECAY_RATIO, plan_wsd, run_wsd, scaled_lengths
+from tst_titan.train_spec import flavors_of
+
+#: The TST arms: name -> (bag size s, superposition fraction r). The paper's headline setting is
+#: the pre-registered primary arm.
+ARMS = {"s6_r0.3": (6, 0.3), "s4_r0.3": (4, 0.3)}
+PRIMARY_ARM = "s6_r0.3"
+BASELINE = "baseline"
+#: The frontier's lengths in units of N: about sqrt(2) apart from 0.5 to 4.
+FACTORS = (0.5, 0.71, 1.0, 1.41, 2.0, 2.83, 4.0)
+MIN_FACTORS = 4
+DEVICES = ("cpu", "cuda")
+#: The A/A control's initialisation seed is this plus the frontier's seed.
+AA_SEED_OFFSET = 1000
+#: The issue's targets: the primary arm's lower 95% bound at the largest flavor; the A/A control.
+TARGET_LOWER_BOUND = 1.5
+AA_TARGET = (0.95, 1.05)
+FRONTIER_FILE = "frontier.json"
+
+
+@dataclass(frozen=True)
+class FrontierSetup:
+    flavors: tuple[str, ...] = ("micro", "mini")
+    tokens_per_param: float = 18.0
+    arms: tuple[str, ...] = ("s6_r0.3", "s4_r0.3")
+    seeds: tuple[int, ...] = (1, 2, 3)
+    tuning_seed: int = 0
+    factors: tuple[float, ...] = FACTORS
+    baseline_lr_grid: tuple[float, ...] = (3e-3, 6e-3, 1.2e-2)
+    tst_lr_grid: tuple[float, ...] = (3e-3, 6e-3, 1.2e-2)  # each arm tuned on it, on its own
+    seq_len: int = 128
+    batch: int = 16
+    evals_per_run: int = 16  # the validation interval is about N / evals_per_run (a multiple of 10)
+    val_steps: int = 16
+    warmup_fraction: float = 0.05  # warmup steps = round(fraction x N), the same for every run
+    steptime_steps: int = 100
+    device: str = "cpu"
+    dataset: str = "embedded_large"  # or "embedded" (stdlib only), "folder" (dataset_path: a folder of text)
+    dataset_path: str | None = None
+    model_name: str = "tst_llama3"
+    extra_overrides: tuple[str, ...] = ()  # torchtitan overrides added to every run (e.g. bf16 on GPU)
+
+
+# The presets. Costs on an idle 2-core CPU, measured through torchtitan.train: micro 20 ms a step
+# and mini 57 ms (16 x 128, validation included), a process start 8.5 s, a checkpoint of the stable
+# run 0.6 s. A flavor's study trains (3 g + 23.5) N steps (g: grid size; 3 seeds, 2 arms) in
+# 3 g + 35 processes: QUICK (micro, N = 680) about 16 minutes, DEFAULT (micro N = 510, mini
+# N = 2400) about 100 minutes. Another process on the same cores can slow torch several-fold.
+DEFAULT = FrontierSetup(tokens_per_param=18.0)
+QUICK = FrontierSetup(flavors=("micro",), tokens_per_param=24.0)
+#: ``--device cuda``: a 22.5 M-parameter model on one GPU, bf16 autocast, about 8 minutes of
+#: training on an H200 (estimated, never run here) plus the processes' start-up.
+CUDA = FrontierSetup(flavors=("small",), tokens_per_param=0.8, batch=32, seq_len=512, device="cuda",
+                     baseline_lr_grid=(1e-3, 2e-3), tst_lr_grid=(1e-3, 2e-3), val_steps=32,
+                     extra_overrides=("--training.mixed_precision_param", "bfloat16"))
+PRESETS = {"default": DEFAULT, "quick": QUICK, "cuda": CUDA}
+
+
+# -- the plan ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FlavorPlan:
+    """What one flavor's study trains."""
+
+    flavor: str
+    parameters: int
+    flops_per_position: int
+    flops_per_step: int
+    steps: int  # N
+    val_every: int
+    warmup_steps: int
+    lengths: tuple[int, ...]
+    tokens_per_param: float  # of the N-step runs, after rounding N
+    bench: BenchSetup = field(repr=False)
+
+    def frontier_steps(self) -> int:
+        return plan_wsd(self.lengths, self.warmup_steps, DECAY_RATIO, one_stable_run=True).total_steps()
+
+
+def _positive_numbers(values, name: str, minimum: int = 1) -> tuple[float, ...]:
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__") or len(values) < minimum:
+        raise ValueError(f"{name} must be a list of at least {minimum} positive numbers, got {values!r}")
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
+            raise ValueError(f"{name} must hold positive numbers, got {v!r} in {values!r}")
+        out.append(float(v))
+    return tuple(out)
+
+
+def check_setup(setup: FrontierSetup) -> None:
+    """Refuse a setup that cannot give the study's figures, before anything is built or trained:
+    a ValueError naming the setting and what it allows."""
+    known = flavors_of(setup.model_name)
+    if not setup.flavors or isinstance(setup.flavors, str):
+        raise ValueError(f"flavors must be a non-empty list of {setup.model_name} flavors, got {setup.flavors!r}")
+    for f in setup.flavors:
+        if f not in known:
+            raise ValueError(f"flavors: unknown flavor {f!r} of {setup.model_name}; allowed: {sorted(known)}")
+    if len(set(setup.flavors)) != len(setup.flavors):
+        raise ValueError(f"flavors: each at most once, got {list(setup.flavors)}")
+    vocabs = {f: known[f].vocab_size for f in setup.flavors}
+    if len(set(vocabs.values())) > 1:
+        raise ValueError(f"flavors must share a vocabulary size (one token store, one corpus): got {vocabs}")
+    if not setup.arms or isinstance(setup.arms, str):
+        raise ValueError(f"arms must be a non-empty list; allowed: {sorted(ARMS)}")
+    for a in setup.arms:
+        if a not in ARMS:
+            raise ValueError(f"arms: unknown arm {a!r}; allowed: {sorted(ARMS)}")
+    if len(set(setup.arms)) != len(setup.arms):
+        raise ValueError(f"arms: each at most once, got {list(setup.arms)}")
+    seeds = setup.seeds
+    if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__") or len(seeds) < MIN_SEEDS:
+        raise ValueError(f"seeds: at least {MIN_SEEDS} are needed for a confidence interval, got {seeds!r}")
+    if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers >= 0, got {list(seeds)}")
+    if isinstance(setup.tuning_seed, bool) or not isinstance(setup.tuning_seed, int) or setup.tuning_seed < 0:
+        raise ValueError(f"tuning_seed must be an integer >= 0, got {setup.tuning_seed!r}")
+    factors = _positive_numbers(setup.factors, "factors", MIN_FACTORS)
+    if any(b <= a for a, b in zip(factors, factors[1:])):
+        raise ValueError(f"factors must be sorted, strictly increasing, got {list(factors)}")
+    if not factors[0] <= 1.0 <= factors[-1]:
+        raise ValueError(f"factors must bracket 1 (the TST run's length: its FLOPs must lie on the "
+                         f"frontier), got {list(factors)}")
+    _positive_numbers(setup.baseline_lr_grid, "baseline_lr_grid")
+    _positive_numbers(setup.tst_lr_grid, "tst_lr_grid")
+    _positive_numbers((setup.tokens_per_param,), "tokens_per_param")
+    for name in ("seq_len", "batch", "evals_per_run", "val_steps"):
+        v = getattr(setup, name)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    if not isinstance(setup.steptime_steps, int) or setup.steptime_steps < 4:
+        raise ValueError(f"steptime_steps must be an integer >= 4 (quartiles), got {setup.steptime_steps!r}")
+    if not 0 <= setup.warmup_fraction < 0.5:
+        raise ValueError(f"warmup_fraction must be in [0, 0.5), got {setup.warmup_fraction!r}")
+    if setup.device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {setup.device!r}")
+    if setup.device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda': torch finds no CUDA device on this machine "
+                         "(torch.cuda.is_available() is False); allowed here: 'cpu'")
+    if setup.dataset not in ("embedded", "embedded_large", "folder", "store"):
+        raise ValueError(f"dataset must be one of embedded, embedded_large, folder, store; got {setup.dataset!r}")
+    if setup.dataset in ("folder", "store") and not setup.dataset_path:
+        raise ValueError(f"dataset {setup.dataset!r} needs dataset_path")
+
+
+def plan_flavor(setup: FrontierSetup, flavor: str) -> FlavorPlan:
+    """N, the validation interval, the warmup and the frontier's lengths of one flavor (checked:
+    every length a WSD run torchtitan trains as such, at least MIN_FACTORS distinct lengths)."""
+    _, parameters, flops_per_position = _build_model(setup.model_name, flavor, setup.seq_len, "meta")
+    positions = setup.batch * setup.seq_len
+    raw = setup.tokens_per_param * parameters / positions
+    val_every = 10 * max(1, round(raw / (10 * setup.evals_per_run)))
+    steps = val_every * max(1, round(raw / val_every))
+    bench_setup = BenchSetup(flavor=flavor, seq_len=setup.seq_len, batch=setup.batch, steps=steps,
+                             warmup_fraction=setup.warmup_fraction, val_every=val_every, val_steps=setup.val_steps,
+                             dataset=setup.dataset, dataset_path=setup.dataset_path, model_name=setup.model_name)
+    warmup = bench_setup.warmup()  # the runs' own warmup (run_overrides), the WSD family's too
+    lengths = tuple(scaled_lengths(steps, setup.factors, multiple_of=val_every))
+    if len(lengths) < MIN_FACTORS:
+        raise ValueError(
+            f"factors {list(setup.factors)} x N = {steps} steps, rounded to multiples of the validation "
+            f"interval {val_every}, give only {len(lengths)} distinct lengths {list(lengths)} for {flavor}: "
+            f"at least {MIN_FACTORS} are needed; raise tokens_per_param or evals_per_run"
+        )
+    plan_wsd(lengths, warmup, DECAY_RATIO, one_stable_run=True)  # every length a proper WSD run, or ValueError
+    return FlavorPlan(flavor, parameters, flops_per_position, flops_per_position * positions, steps, val_every,
+                      warmup, lengths, steps * positions / parameters, bench_setup)
+
+
+def overrides(plan: FlavorPlan, setup: FrontierSetup, arm: str, lr: float, init_seed: int, data_seed: int) -> list[str]:
+    """The torchtitan overrides of one N-step run (``arm``: a TST arm or BASELINE), full WSD
+    schedule; the WSD family replaces the schedule keys."""
+    tst = arm != BASELINE
+    bag_size, fraction = ARMS[arm] if tst else ARMS[PRIMARY_ARM]  # the [tst] keys of a baseline are inert
+    bench_setup = replace(plan.bench, bag_size=bag_size, superposition_fraction=fraction)
+    return [*run_overrides(bench_setup, steps=plan.steps, lr=lr, tst=tst),
+            "--debug.seed", str(init_seed), "--tst.data_seed", str(data_seed), *setup.extra_overrides]
+
+
+# -- step times ------------------------------------------------------------------------------------
+def run_steptime(config: str, run_overrides_: list[str], steps: int, out_path: str) -> dict:
+    """``python -m tst_titan.tools.steptime`` in a fresh process (a Trainer initialises
+    torch.distributed), its JSON read back."""
+    env = dict(os.environ, RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1",
+               MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()))
+    cmd = [sys.executable, "-m", "tst_titan.tools.steptime", config, "--steps", str(steps), "--out", out_path,
+           *run_overrides_]
+    log_path = os.path.splitext(out_path)[0] + ".log"
+    with open(log_path, "w") as log:
+        done = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
+    if done.returncode != 0:
+        with open(log_path) as f:
+            raise RuntimeError(f"step-time measurement failed (exit {done.returncode}); log {log_path}:\n{f.read()[-4000:]}")
+    with open(out_path) as f:
+        return json.load(f)
+
+
+def _step_times(plan: FlavorPlan, setup: FrontierSetup, arm: str, lr: float, out_dir: str, steptime, quiet) -> dict:
+    path = os.path.join(out_dir, plan.flavor, f"steptime_{arm}.json")
+    args = overrides(plan, setup, arm, lr, setup.tuning_seed, setup.tuning_seed)
+    result = None
+    if os.path.exists(path):
+        with open(path) as f:
+            result = json.load(f)
+        if result.get("overrides") != args or result["step_s"]["phase1"]["n"] != setup.steptime_steps:
+            result = None
+        elif not quiet:
+            print(f"[frontier] {plan.flavor}/steptime_{arm}: reusing {path}", flush=True)
+    if result is None:
+        if not quiet:
+            print(f"[frontier] {plan.flavor}/steptime_{arm}: {setup.steptime_steps} interleaved steps of each "
+                  "variant", flush=True)
+        result = steptime(BASE_CONFIG, args, setup.steptime_steps, path)
+    s = result["step_s"]
+    r = ARMS[arm][1]
+    return {
+        "baseline_step_s": s["baseline"]["median"], "phase1_step_s": s["phase1"]["median"],
+        "phase2_step_s": s["phase2"]["median"], "superposition_fraction": r,
+        "tst_mean_step_s": mean_tst_step_s(s["phase1"]["median"], s["phase2"]["median"], r),
+        "kernel_gain": result["kernel_gain"], "tst_step_ratio": result["tst_step_ratio"],
+        "phase1_vs_baseline": result["phase1_vs_baseline"],
+        "control_phase2_vs_baseline": result["control_phase2_vs_baseline"],
+        "steps_timed_each": s["phase1"]["n"], "path": path,
+        "note": "baseline step = torchtitan's own cross-entropy, as the baseline runs; mean TST step = "
+                "r x phase 1 + (1 - r) x phase 2; kernel_gain = baseline / next-token step through the "
+                "chunked kernel (the kernel's own effect, not TST's)",
+    }
+
+
+# -- the study ---------------------------------------------------------------------------------------
+def _final_val(rows) -> float | None:
+    vals = [r for r in rows if "val_loss" in r]
+    return vals[-1]["val_loss"] if vals and vals[-1]["step"] == rows[-1]["step"] else None
+
+
+def _run_entry(name, flavor, seed, arm, steps, lr, plan, final, path, role) -> dict:
+    return {"name": name, "flavor": flavor, "seed": seed, "arm": arm, "role": role, "steps": steps, "lr": lr,
+            "flops": steps * plan.flops_per_step, "final_val_loss": final, "path": path}
+
+
+def _tune(plan, setup, arm, grid, out_dir, train, progress, runs) -> dict:
+    """The learning rate of one arm (or the baseline) on the tuning seed: full N-step runs."""
+    if len(grid) == 1:
+        return {"grid": list(grid), "chosen": grid[0], "runs": [], "at_grid_edge": None,
+                "note": "a grid of one learning rate: not tuned"}
+    tried = []
+    for lr in grid:
+        name = f"{plan.flavor}/tune/{arm}_lr{lr:g}"
+        run = train(name, overrides(plan, setup, arm, lr, setup.tuning_seed, setup.tuning_seed), out_dir,
+                    plan.steps, progress, reuse=True)
+        final = _final_val(run["rows"])
+        tried.append({"lr": lr, "final_val_loss": final, "path": os.path.join(out_dir, name)})
+        runs.append(_run_entry(name, plan.flavor, setup.tuning_seed, arm, plan.steps, lr, plan, final,
+                               os.path.join(out_dir, name), "tuning"))
+    best = min(tried, key=lambda t: t["final_val_loss"])
+    edge = best["lr"] in (min(grid), max(grid))
+    return {"grid": list(grid), "chosen": best["lr"], "runs": tried, "at_grid_edge": edge,
+            "rule": f"lowest final val loss of a full {plan.steps}-step run, seed {setup.tuning_seed}",
+            **({"note": "the best rate lies on the grid's edge: a wider grid may find a better one"} if edge else {})}
+
+
+@contextlib.contextmanager
+def _device(device: str):
+    """Runs on ``device``: torchtitan takes CUDA whenever it sees it, so a CPU study on a GPU
+    machine hides the GPUs from its processes."""
+    hide = device == "cpu" and torch.cuda.is_available()
+    saved = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hide:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    try:
+        yield
+    finally:
+        if hide:
+            if saved is None:
+                os.environ.pop("CUDA_VISIBLE_DEVICES", None)
+            else:
+                os.environ["CUDA_VISIBLE_DEVICES"] = saved
+
+
+def total_steps(plans: list[FlavorPlan], setup: FrontierSetup) -> int:
+    """Optimizer steps of the whole study (tuning, frontiers, TST arms, A/A): the ETA's total."""
+    total = 0
+    for p in plans:
+        grids = [setup.baseline_lr_grid] + [setup.tst_lr_grid] * len(setup.arms)
+        total += sum(p.steps * len(g) for g in grids if len(g) > 1)
+        total += len(setup.seeds) * (p.frontier_steps() + p.steps * (len(setup.arms) + 1))
+    return total
+
+
+def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_training,
+             steptime=run_steptime) -> dict:
+    """The whole study into ``out_dir``; returns what ``frontier.json`` holds. ``train`` is
+    :func:`run_training` and ``steptime`` :func:`run_steptime` (stand-ins in tests)."""
+    t_start = time.perf_counter()
+    check_setup(setup)
+    plans = [plan_flavor(setup, f) for f in setup.flavors]
+    store_dir = prepare_data(plans[0].bench)
+    corpus = corpus_record(store_dir)
+    claim_output_folder(out_dir, corpus)
+    if setup.dataset == "embedded_large":
+        setup = replace(setup, dataset_path=store_dir)
+        plans = [replace(p, bench=replace(p.bench, dataset_path=store_dir)) for p in plans]
+    progress = Progress(total_steps(plans, setup), quiet)
+    runs, tuning, step_times, rows, aa, old, checks = [], {}, {}, [], {}, {}, {}
+    with _device(setup.device):
+        for plan in plans:
+            rows_of_flavor, aa[plan.flavor], tuning[plan.flavor], step_times[plan.flavor], old_metric = \
+                _study_flavor(plan, setup, out_dir, train, steptime, progress, runs, quiet)
+            rows += rows_of_flavor
+            old[plan.flavor] = old_metric
+            checks[plan.flavor] = _monotone(runs, plan.flavor)
+    result = {
+        "corpus_sha256": corpus["corpus_sha256"], "corpus": corpus, "versions": versions(),
+        "device": setup.device, "setup": asdict(setup),
+        "plans": {p.flavor: {k: v for k, v in asdict(p).items() if k != "bench"} for p in plans},
+        "primary_arm": PRIMARY_ARM, "runs": runs, "tuning": tuning, "summary": rows, "aa_control": aa,
+        "old_metric": old, "step_times": step_times,
+        "targets": _targets(rows, aa, plans),
+        "frontier_checks": checks,
+        "notes": {
+            "iso_loss_speedup": "baseline-frontier FLOPs to reach TST's final val loss / TST's FLOPs, per seed "
+                                "(interpolated in log FLOPs between the bracketing baselines; iso_loss_speedup_fit: "
+                                "the power law L = E + A C^-alpha); median and ci95 from a bootstrap over seeds "
+                                "(with 3 seeds ci95 is the range of the per-seed values); ci95_t: Student t on "
+                                "the log speedups, the interval to trust with few seeds; a bound ('>' or '<') "
+                                "where the frontier does not bracket TST's loss",
+            "equal_flops_delta": "TST final val loss - frontier loss at TST's FLOPs, mean over seeds, Student t",
+            "old_metric": "biased: the baseline's learning rate has not decayed where it is read",
+        },
+    }
+    result["total_wall_s"] = time.perf_counter() - t_start
+    with open(os.path.join(out_dir, FRONTIER_FILE), "w") as f:
+        json.dump(result, f, indent=1)
+    plotted = [r for r in rows + list(aa.values()) if r.get("error") is None]
+    if plotted:
+        plot_frontier({"rows": plotted}, os.path.join(out_dir, "frontier.png"))
+    return result
+
+
+def _study_flavor(plan, setup, out_dir, train, steptime, progress, runs, quiet):
+    flavor, n = plan.flavor, plan.steps
+    if not quiet:
+        print(f"[frontier] {flavor}: {plan.parameters:,} parameters, N = {n} steps "
+              f"({plan.tokens_per_param:.1f} tokens/param), frontier lengths {list(plan.lengths)}, "
+              f"seeds {list(setup.seeds)}, arms {list(setup.arms)}", flush=True)
+    # 1. learning rates, each arm on its own grid
+    tuning = {BASELINE: _tune(plan, setup, BASELINE, setup.baseline_lr_grid, out_dir, train, progress, runs)}
+    for arm in setup.arms:
+        tuning[arm] = _tune(plan, setup, arm, setup.tst_lr_grid, out_dir, train, progress, runs)
+    lr = {k: v["chosen"] for k, v in tuning.items()}
+    # 2. per seed: the frontier, each arm, the A/A replicate
+    frontiers, treated, replicates, families = {}, {arm: {} for arm in setup.arms}, {}, {}
+    for seed in setup.seeds:
+        if not quiet:
+            print(f"[frontier] {flavor} seed {seed}: baseline frontier (one stable run + "
+                  f"{len(plan.lengths)} cool-down branches), lr {lr[BASELINE]:g}", flush=True)
+        base = os.path.join(out_dir, flavor, f"seed{seed}", BASELINE)
+        family = run_wsd(overrides(plan, setup, BASELINE, lr[BASELINE], seed, seed), plan.lengths,
+                         plan.warmup_steps, base, validation_freq=plan.val_every, quiet=quiet, train=train,
+                         one_stable_run=True, progress=progress)
+        families[seed] = family
+        points = []
+        for length in plan.lengths:
+            one = family["runs"][str(length)]
+            path = os.path.join(base, f"wsd_{length}")
+            runs.append(_run_entry(f"{flavor}/seed{seed}/{BASELINE}/wsd_{length}", flavor, seed, BASELINE, length,
+                                   lr[BASELINE], plan, one["final_val_loss"], path, "frontier"))
+            points.append((length * plan.flops_per_step, one["final_val_loss"]))
+        for name in family["stable_runs"]:
+            k = family["stable_steps"]
+            vals = [r for r in family["runs"][str(max(plan.lengths))]["rows"] if r["step"] <= k and "val_loss" in r]
+            runs.append(dict(_run_entry(f"{flavor}/seed{seed}/{BASELINE}/{name}", flavor, seed, BASELINE, k,
+                                        lr[BASELINE], plan, vals[-1]["val_loss"], os.path.join(base, name),
+                                        "stable (no decay)"), last_eval_step=vals[-1]["step"]))
+        frontiers[seed] = points
+        for arm in setup.arms:
+            name = f"{flavor}/seed{seed}/{arm}"
+            run = train(name, overrides(plan, setup, arm, lr[arm], seed, seed), out_dir, n, progress, reuse=True)
+            final = _final_val(run["rows"])
+            runs.append(_run_entry(name, flavor, seed, arm, n, lr[arm], plan, final, os.path.join(out_dir, name),
+                                   "treatment"))
+            treated[arm][seed] = (n * plan.flops_per_step, final)
+        name = f"{flavor}/seed{seed}/{AA_ARM}"
+        run = train(name, overrides(plan, setup, BASELINE, lr[BASELINE], AA_SEED_OFFSET + seed, seed), out_dir, n,
+                    progress, reuse=True)
+        final = _final_val(run["rows"])
+        runs.append(_run_entry(name, flavor, seed, AA_ARM, n, lr[BASELINE], plan, final, os.path.join(out_dir, name),
+                               "control"))
+        replicates[seed] = (n * plan.flops_per_step, final)
+    # 3. step times, one measurement per arm
+    times = {arm: _step_times(plan, setup, arm, lr[arm], out_dir, steptime, quiet) for arm in setup.arms}
+    # 4. the figures
+    rows = []
+    for arm in setup.arms:
+        rows.append(_row(flavor, plan, arm, frontiers, treated[arm], times[arm]))
+    aa = _row(flavor, plan, AA_ARM, frontiers, replicates, None)
+    old = _old_metric(plan, setup, families, treated, rows)
+    return rows, aa, tuning, times, old
+
+
+def _monotone(runs, flavor) -> dict:
+    """Per seed: does every longer baseline end lower than every shorter one (the frontier can
+    only be inverted if so)? The pairs of consecutive lengths that do not."""
+    out = {}
+    for seed in sorted({r["seed"] for r in runs if r["flavor"] == flavor and r["role"] == "frontier"}):
+        pts = sorted((r["steps"], r["final_val_loss"]) for r in runs
+                     if r["flavor"] == flavor and r["role"] == "frontier" and r["seed"] == seed)
+        bad = [[a[0], b[0], a[1], b[1]] for a, b in zip(pts, pts[1:]) if not b[1] < a[1]]
+        out[str(seed)] = {"monotone": not bad, "not_falling": bad}
+    return out
+
+
+def _row(flavor, plan, arm, frontiers, treatment, times) -> dict:
+    """summary_row, or (when the runs cannot be read as a frontier, e.g. a longer run ending
+    higher) the reason, kept in the row."""
+    step = {} if times is None else {"baseline_step_s": times["baseline_step_s"],
+                                     "tst_mean_step_s": times["tst_mean_step_s"]}
+    try:  # arm AA_ARM: the iso-loss speedup is aa_control's (ci95_contains_1 ...)
+        return summary_row(flavor, plan.tokens_per_param, arm, frontiers, treatment, parameters=plan.parameters,
+                           **step)
+    except ValueError as e:
+        return {"flavor": flavor, "tokens_per_param": plan.tokens_per_param, "arm": arm,
+                "parameters": plan.parameters, "equal_flops_delta": None, "iso_loss_speedup": None,
+                "iso_loss_speedup_fit": None, "wall_clock_speedup": None,
+                "frontiers": [{"seed": s, "runs": [list(p) for p in pts]} for s, pts in frontiers.items()],
+                "treatment": {str(s): list(p) for s, p in treatment.items()}, "error": str(e)}
+
+
+def _old_metric(plan, setup, families, treated, rows) -> dict:
+    """The first seed's stable run (never decayed) first reaching the primary arm's final loss."""
+    arm = PRIMARY_ARM if PRIMARY_ARM in setup.arms else setup.arms[0]
+    seed = setup.seeds[0]
+    family = families[seed]
+    k = family["stable_steps"]
+    curve = [(r["step"], r["val_loss"]) for r in family["runs"][str(max(plan.lengths))]["rows"]
+             if r["step"] <= k and "val_loss" in r]
+    target = treated[arm][seed][1]
+    crossing = first_crossing_speedup([s for s, _ in curve], [v for _, v in curve], target, plan.steps)
+    row = next(r for r in rows if r["arm"] == arm)
+    new = None
+    if (row.get("iso_loss_speedup") or {}).get("per_seed"):
+        new = next(p for p in row["iso_loss_speedup"]["per_seed"] if p["seed"] == seed)
+    return {"arm": arm, "seed": seed, "first_crossing_speedup": crossing, "tst_final_val_loss": target,
+            "stable_run_steps": k,
+            "iso_loss_speedup_same_seed": None if new is None else {"value": new["speedup"], "bound": new["bound"]},
+            "note": "biased: the long baseline's learning rate has not decayed where it crosses TST's final "
+                    "(decayed) loss; shown to measure the bias, not as a result"}
+
+
+def _targets(rows, aa, plans) -> dict:
+    largest = max(plans, key=lambda p: p.parameters).flavor
+    primary = next((r for r in rows if r["flavor"] == largest and r["arm"] == PRIMARY_ARM), None)
+    out = {"largest_flavor": largest, "primary_arm": PRIMARY_ARM, "lower_bound_target": TARGET_LOWER_BOUND,
+           "aa_target": list(AA_TARGET)}
+    iso = primary and primary.get("iso_loss_speedup")
+    if iso:
+        lower = {k: (iso[k][0] if iso.get(k) else None) for k in ("ci95", "ci95_t")}
+        out["primary_lower_bounds"] = lower
+        out["primary_met"] = {k: (None if v is None else v >= TARGET_LOWER_BOUND) for k, v in lower.items()}
+    for flavor, row in aa.items():
+        a = row.get("iso_loss_speedup")
+        if a and a.get("median") is not None:
+            out.setdefault("aa", {})[flavor] = {
+                "median_within": AA_TARGET[0] <= a["median"] <= AA_TARGET[1],
+                "ci95_contains_1": a.get("ci95_contains_1"), "ci95_t_contains_1": a.get("ci95_t_contains_1")}
+    return out
+
+
+# -- the table -------------------------------------------------------------------------------------
+def format_speedup(iso: dict | None) -> str:
+    """An iso-loss speedup as the table shows it: median [bootstrap] t[...], or a bound."""
+    if not iso:
+        return "-"
+    if iso.get("error"):
+        return "not computed (see below)"
+    if iso.get("bound"):
+        return "grid too narrow both ways" if iso["value"] is None else f"{iso['bound']} {iso['value']:.2f}x"
+    (lo, hi), (tlo, thi) = iso["ci95"], iso["ci95_t"]
+    return f"{iso['median']:.2f}x [{lo:.2f}, {hi:.2f}] t[{tlo:.2f}, {thi:.2f}]"
+
+
+def print_table(result: dict) -> None:
+    """Per flavor x arm: iso-loss speedup first, then the equal-FLOPs difference, wall-clock, the
+    A/A control and the old metric."""
+    print("\n  iso-loss speedup vs decayed baselines (frontier FLOPs to TST's loss / TST FLOPs):"
+          " median [bootstrap 95%] t[Student-t 95%]")
+    head = (f"  {'flavor':<8} {'params':>9} {'tok/param':>9} {'arm':<9} {'iso-loss speedup':<38} "
+            f"{'equal-FLOPs delta [95% t]':<30} {'wall-clock':<18}")
+    print(head)
+    for r in result["summary"]:
+        if r.get("error"):
+            print(f"  {r['flavor']:<8} {r['parameters']:>9,} {r['tokens_per_param']:>9.1f} {r['arm']:<9} "
+                  f"not computed: {r['error']}")
+            continue
+        d = r["equal_flops_delta"]
+        delta = f"{d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+        w = r["wall_clock_speedup"]
+        wall = "-" if not w else (f"{w['bound']} {w['value']:.2f}x" if w["bound"] else f"{w['median']:.2f}x")
+        print(f"  {r['flavor']:<8} {r['parameters']:>9,} {r['tokens_per_param']:>9.1f} {r['arm']:<9} "
+              f"{format_speedup(r['iso_loss_speedup']):<38} {delta:<30} {wall:<18}")
+        fit = r.get("iso_loss_speedup_fit")
+        print(f"  {'':<8} {'':>9} {'':>9} {'':<9} power-law fit L = E + A C^-a: "
+              f"{fit.get('error') if fit and fit.get('error') else format_speedup(fit)}")
+    for flavor, a in result["aa_control"].items():
+        iso = a.get("iso_loss_speedup")
+        contains = "" if not iso or iso.get("ci95_t_contains_1") is None else \
+            f"  (t-interval contains 1: {iso['ci95_t_contains_1']})"
+        print(f"  {flavor:<8} A/A control (a baseline replicate as treatment): "
+              f"{format_speedup(iso) if iso else a.get('error')}{contains}")
+    for flavor, o in result["old_metric"].items():
+        c = o["first_crossing_speedup"]
+        new = o["iso_loss_speedup_same_seed"]
+        same_seed = "-" if new is None else f"{new['bound'] or ''}{new['value']:.2f}x"
+        print(f"  {flavor:<8} old metric (BIASED: undecayed long baseline, first crossing), {o['arm']} seed "
+              f"{o['seed']}: {(c['bound'] + ' ') if c['bound'] else ''}{c['value']:.2f}x   vs iso-loss, same seed: "
+              f"{same_seed}")
+    for flavor, arms in result["step_times"].items():
+        for arm, t in arms.items():
+            print(f"  {flavor:<8} {arm:<9} step: baseline {t['baseline_step_s'] * 1e3:.1f} ms, phase 1 "
+                  f"{t['phase1_step_s'] * 1e3:.1f} ms, phase 2 {t['phase2_step_s'] * 1e3:.1f} ms; chunked kernel's "
+                  f"own gain {t['kernel_gain']:.3f}x")
+    for flavor, seeds in result["frontier_checks"].items():
+        for seed, c in seeds.items():
+            for short, long, a, b in c["not_falling"]:
+                print(f"  {flavor:<8} seed {seed}: the {long}-step baseline ended at {b:.4f}, not below the "
+                      f"{short}-step one ({a:.4f}): this seed's frontier cannot be inverted")
+    t = result["targets"]
+    print(f"  target: lower 95% bound >= {t['lower_bound_target']} for {t['primary_arm']} at {t['largest_flavor']}: "
+          f"{t.get('primary_lower_bounds', 'not computed')}")
+    print(f"  total wall time {result['total_wall_s'] / 60:.1f} min\n")

@@ -42,7 +42,7 @@ def test_items_are_held_out_text_that_round_trips(embedded_store, held_out):
         p = item["position"]
         # the context ends right where the true continuation starts, in the document itself
         assert body[p - len(ctx):p] == ctx and body[p:p + len(choices[label])] == choices[label]
-        assert 1 <= len(ctx) <= SPEC.context_tokens and 1 <= len(choices[label]) <= SPEC.continuation_tokens
+        assert 0 < len(ctx) <= SPEC.context_tokens and 0 < len(choices[label]) <= SPEC.continuation_tokens
         assert len(choices) == SPEC.distractors + 1 and len({len(c) for c in choices}) == 1
         for i, chunk in enumerate(choices):
             if i != label:

@@ -14,19 +14,12 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 from torchtitan.components.loss import cross_entropy_loss
 
+from tests.method.test_loss import _labels  # the same B, L, V and ignored targets as the logits-level tests
 from tst_titan.job_config import LOSS_WEIGHTINGS
 from tst_titan.method.fused_loss import fused_bag_cross_entropy
 from tst_titan.method.loss import bag_cross_entropy, bag_cross_entropy_reference, bag_weights
 
 B, L, D, V = 2, 5, 8, 37  # B·L = 10 positions; V·D = 296 < B·L·V = 370
-
-
-def _labels(s: int, vocab: int = V, seed: int = 1) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    labels = torch.randint(0, vocab, (B, L, s), generator=g)
-    labels[torch.rand(B, L, s, generator=g) < 0.2] = -100  # scattered ignored targets
-    labels[1, 3] = -100  # one position with every target ignored
-    return labels
 
 
 def _inputs(dtype=torch.float64, vocab: int = V, seed: int = 0):

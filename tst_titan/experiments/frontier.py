@@ -138,27 +138,26 @@ def _positive_numbers(values, name: str, minimum: int = 1) -> tuple[float, ...]:
     return tuple(out)
 
 
+def _check_choices(name: str, values, allowed, what: str, context: str = "") -> None:
+    """``values``: a non-empty list of distinct members of ``allowed``, or a ValueError naming ``name``."""
+    if not values or isinstance(values, str):
+        raise ValueError(f"{name} must be a non-empty list; allowed: {sorted(allowed)}, got {values!r}")
+    for v in values:
+        if v not in allowed:
+            raise ValueError(f"{name}: unknown {what} {v!r}{context}; allowed: {sorted(allowed)}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}: each at most once, got {list(values)}")
+
+
 def check_setup(setup: FrontierSetup) -> None:
     """Refuse a setup that cannot give the study's figures, before anything is built or trained:
     a ValueError naming the setting and what it allows."""
     known = flavors_of(setup.model_name)
-    if not setup.flavors or isinstance(setup.flavors, str):
-        raise ValueError(f"flavors must be a non-empty list of {setup.model_name} flavors, got {setup.flavors!r}")
-    for f in setup.flavors:
-        if f not in known:
-            raise ValueError(f"flavors: unknown flavor {f!r} of {setup.model_name}; allowed: {sorted(known)}")
-    if len(set(setup.flavors)) != len(setup.flavors):
-        raise ValueError(f"flavors: each at most once, got {list(setup.flavors)}")
+    _check_choices("flavors", setup.flavors, known, "flavor", f" of {setup.model_name}")
     vocabs = {f: known[f].vocab_size for f in setup.flavors}
     if len(set(vocabs.values())) > 1:
         raise ValueError(f"flavors must share a vocabulary size (one token store, one corpus): got {vocabs}")
-    if not setup.arms or isinstance(setup.arms, str):
-        raise ValueError(f"arms must be a non-empty list; allowed: {sorted(ARMS)}")
-    for a in setup.arms:
-        if a not in ARMS:
-            raise ValueError(f"arms: unknown arm {a!r}; allowed: {sorted(ARMS)}")
-    if len(set(setup.arms)) != len(setup.arms):
-        raise ValueError(f"arms: each at most once, got {list(setup.arms)}")
+    _check_choices("arms", setup.arms, ARMS, "arm")
     seeds = setup.seeds
     if isinstance(seeds, (str, bytes)) or not hasattr(seeds, "__len__") or len(seeds) < MIN_SEEDS:
         raise ValueError(f"seeds: at least {MIN_SEEDS} are needed for a confidence interval, got {seeds!r}")

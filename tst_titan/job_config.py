@@ -19,6 +19,9 @@ LOSS_WEIGHTINGS = ("uniform", "power", "mi", "mi_decay", "exponential")
 #: ``tst.optimizer_at_switch``: what happens to the optimizer state at the first phase-2 step.
 OPTIMIZER_AT_SWITCH = ("keep", "reset_moments", "reset_rewarm")
 
+#: ``tst.window_order``: in which order training samples are cut from the token stream.
+WINDOW_ORDERS = ("stream", "shuffled")
+
 #: ``training.dataset`` values the TST specs understand.
 DATASETS = {
     "embedded": "the Python standard library's sources, tokenized on first use into "
@@ -71,7 +74,15 @@ class TST:
     their stored order; any other value reads them in an order shuffled by that seed (documents
     kept whole, the same on every machine). TST and baseline runs with the same value read the same
     token stream. Validation data is never reordered. A seed study varies it together with
-    ``debug.seed`` (the initialisation)."""
+    ``debug.seed`` (the initialisation). With ``window_order = "shuffled"`` it also seeds the
+    window order."""
+
+    window_order: str = "stream"
+    """"stream" cuts consecutive samples from consecutive windows of the (``data_seed``-ordered)
+    token stream, as torchtitan's own datasets read text; "shuffled" draws every sample's window in
+    a random order seeded by ``data_seed``, without replacement in each epoch, so each step sees text
+    from the whole corpus (``tst_titan.datastore.window_order``: phase 2 does not read again, in
+    the epoch where phase 1 ended, the windows phase 1 read). The benchmark trains shuffled."""
 
 
 @dataclass

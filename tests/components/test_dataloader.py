@@ -251,7 +251,8 @@ def test_dataset_state_carries_the_tst_settings():
     ds = TokenWindowDataset(ArrayStore(np.arange(3000)), sched, 0, settings=tst_settings(cfg, sched))
     assert ds.state_dict()["tst"] == {
         "enable": True, "bag_size": 4, "superposition_fraction": 0.3, "loss_weighting": "power",
-        "mode": "full", "optimizer_at_switch": "keep", "rewarm_steps": 0, "steps": 10, "seq_len": 8, "samples_per_step": 4, "switch_step": 3, "switch_sample": 12}
+        "mode": "full", "optimizer_at_switch": "keep", "rewarm_steps": 0, "window_order": "stream", "steps": 10,
+        "seq_len": 8, "samples_per_step": 4, "switch_step": 3, "switch_sample": 12}
     other_cfg = SimpleNamespace(tst=SimpleNamespace(**{**vars(cfg.tst), "loss_weighting": "uniform"}),
                                 training=cfg.training)
     other = TokenWindowDataset(ArrayStore(np.arange(3000)), sched, 0, settings=tst_settings(other_cfg, sched))

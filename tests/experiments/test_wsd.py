@@ -97,8 +97,10 @@ def test_a_branch_equals_the_run_trained_from_scratch(tmp_path, embedded_store):
     assert one.segment_ends == (36,) and one.checkpoint_interval == 9  # gcd(18, 27, 36)
     base = str(tmp_path / "wsd")
     one_base = os.path.join(base, "one")  # the stable run as one process, its branches
-    # another initialisation and data order than the defaults: the seeds travel through resumes
-    seeds = ["--debug.seed", "3", "--tst.data_seed", "2", "--validation.freq", "5", "--metrics.log_freq", "1"]
+    # another initialisation and data order than the defaults, windows shuffled as the benchmark
+    # reads them: the seeds and the order travel through resumes
+    seeds = ["--debug.seed", "3", "--tst.data_seed", "2", "--tst.window_order", "shuffled",
+             "--validation.freq", "5", "--metrics.log_freq", "1"]
     runs = wsd.wsd_runs(plan, base, seeds)
     assert [r.name for r in runs] == ["stable_to_18", "stable_to_27", "stable_to_36", "wsd_20", "wsd_30", "wsd_40"]
     one_runs = wsd.wsd_runs(one, one_base, seeds)
@@ -134,6 +136,7 @@ def test_a_branch_equals_the_run_trained_from_scratch(tmp_path, embedded_store):
     # the stable run's checkpoint carries its data order (tst.data_seed reached the dataset)
     state = _weights(wsd.checkpoint_of(base, "stable_to_18", 18), tmp_path)
     assert _found(state, "data_seed") == [2] and _found(state, "sample_index") == [18 * 4]
+    assert _found(state, "window_order") == ["shuffled"] * 2  # the dataset's state and its [tst] settings
     # the runs differ from each other (the comparison above could not pass by accident)
     finals = [metrics_rows(os.path.join(base, f"scratch_{n}"))[-1]["val_loss"] for n in lengths]
     assert len(set(finals)) == 3

@@ -27,7 +27,8 @@ def job(steps=10, r=0.3, s=4, enable=True, local_batch=2, global_batch=-1, seq_l
     """The parts of a job config the data pipeline reads."""
     return SimpleNamespace(
         tst=SimpleNamespace(enable=enable, bag_size=s, superposition_fraction=r, mode=mode,
-                            loss_weighting="uniform", optimizer_at_switch="keep", rewarm_steps=0),
+                            loss_weighting="uniform", optimizer_at_switch="keep", rewarm_steps=0,
+                            window_order="stream"),
         training=SimpleNamespace(
             steps=steps, local_batch_size=local_batch, global_batch_size=global_batch, seq_len=seq_len
         ),

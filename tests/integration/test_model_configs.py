@@ -98,7 +98,7 @@ def test_moe_is_10b_total_1b_active():
     par = report["parallelism"]
     assert (par["ep"], par["efsdp"], par["tp"], par["dp_shard"], par["world_size"]) == (8, 4, 2, 16, 32)
     assert report["tst"] == {"enable": True, "bag_size": 16, "superposition_fraction": 0.24975,
-                             "mode": "full", "optimizer_at_switch": "keep", "rewarm_steps": 0, "data_seed": 0, "bag_steps": 12483,
+                             "mode": "full", "optimizer_at_switch": "keep", "rewarm_steps": 0, "data_seed": 0, "window_order": "stream", "bag_steps": 12483,
                              "steps": 49983}
     assert report["float8"]["grouped_mm"]["converted_expert_modules"] == 32
 

@@ -24,6 +24,7 @@ from tst_titan.job_config import (
     MODES,
     OPTIMIZER_AT_SWITCH,
     TST,
+    WINDOW_ORDERS,
     ConfigError,
 )
 from tst_titan.method.schedule import gradient_accumulation_steps, switch_step, window_tokens
@@ -302,6 +303,10 @@ def check_tst_section(tst: TST) -> None:
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ConfigError(
             f"tst.data_seed must be an integer >= 0 (0: the token store's document order), got {seed!r}"
+        )
+    if tst.window_order not in WINDOW_ORDERS:
+        raise ConfigError(
+            f"tst.window_order must be one of {', '.join(map(repr, WINDOW_ORDERS))}, got {tst.window_order!r}"
         )
     if tst.optimizer_at_switch == "reset_rewarm" and steps < 1:
         raise ConfigError(

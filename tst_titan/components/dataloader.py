@@ -18,6 +18,10 @@ refused. Without that state the dataset follows the step the learning-rate sched
 samples, any rank count) reads the same reordered stream, so a TST run and its baseline with the
 same seed read the same tokens in the same order, and the position stays a pure function of the
 sample index. Seed 0 serves the store itself.
+
+``tst.window_order = "shuffled"`` draws the windows of that stream in a seeded random order instead
+of one after the other (``tst_titan.datastore.window_order``); the window of a sample is still a
+pure function of its index, so resumes and cool-down branches read what an uninterrupted run reads.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from tst_titan.components.checks import tst_section, check_data_config
 from tst_titan.components.data_source import ensure_store_of, store_dir_of
 from tst_titan.components.run_context import TrainingRun, begin_training_run
 from tst_titan.datastore.store import DocumentOrderView, TokenStore
+from tst_titan.datastore.window_order import ShuffledWindows
 from tst_titan.method.bagging import make_sample, next_token_sample
 from tst_titan.method.schedule import (
     PhaseSchedule,
@@ -73,6 +78,7 @@ def tst_settings(job_config, schedule: PhaseSchedule) -> dict[str, Any]:
         "mode": tst.mode,
         "optimizer_at_switch": tst.optimizer_at_switch,
         "rewarm_steps": tst.rewarm_steps,
+        "window_order": tst.window_order,
         "steps": job_config.training.steps,
         "seq_len": schedule.seq_len,
         "samples_per_step": schedule.samples_per_step,
@@ -90,6 +96,7 @@ _RESUME_KEYS = (
     ("mode", "tst.mode"),
     ("optimizer_at_switch", "tst.optimizer_at_switch"),
     ("rewarm_steps", "tst.rewarm_steps"),
+    ("window_order", "tst.window_order"),
     ("seq_len", "training.seq_len"),
     ("samples_per_step", "training.local_batch_size / training.global_batch_size"),
     ("switch_sample", "training.steps"),
@@ -111,8 +118,10 @@ class TokenWindowDataset(IterableDataset, Stateful):
         run: TrainingRun | None = None,
         settings: dict[str, Any] | None = None,
         data_seed: int = 0,
+        window_order: str = "stream",
     ) -> None:
         self.data_seed = data_seed
+        self.window_order = window_order
         # the stream every window is cut from: the store's document order, or a seeded one
         self.store = store if data_seed == 0 else DocumentOrderView(store, data_seed)
         self.schedule = schedule
@@ -138,27 +147,38 @@ class TokenWindowDataset(IterableDataset, Stateful):
                 "training.seq_len / tst.bag_size"
             )
         self.sample_index = 0
-        self.cursor = 0
+        self.cursor = 0  # stream order: the next window's first token (0 when shuffled)
         self.epoch = 0
+        if window_order == "stream":
+            self.shuffled = None
+        elif window_order == "shuffled":
+            self.shuffled = ShuffledWindows(
+                n_tokens, schedule.window(1), schedule.window(2), schedule.switch_sample,
+                schedule.dp_world_size, data_seed)
+        else:
+            raise ValueError(f"tst.window_order must be 'stream' or 'shuffled', got {window_order!r}")
 
     # -- the phase ---------------------------------------------------------------------------
     def _next_window(self) -> tuple[np.ndarray, int] | None:
         sched = self.schedule
         phase = sched.phase_of_sample(self.sample_index)
         window = sched.window(phase)
-        stride = window * sched.dp_world_size
-        if self.cursor + stride > len(self.store):
-            if not self.infinite:
-                return None
-            self.epoch += 1
-            self.cursor = 0
-            logger.warning(
-                f"[tst] {self.name} data exhausted after {self.sample_index} samples; "
-                f"starting epoch {self.epoch} (text is now repeated)"
-            )
-        start = self.cursor + self.dp_rank * window
+        if self.shuffled is not None:
+            start, epoch = self.shuffled.start(self.sample_index, self.dp_rank)
+            if epoch != self.epoch:
+                if not self.infinite:
+                    return None
+                self._log_new_epoch(epoch)
+        else:
+            stride = window * sched.dp_world_size
+            if self.cursor + stride > len(self.store):
+                if not self.infinite:
+                    return None
+                self._log_new_epoch(self.epoch + 1)
+                self.cursor = 0
+            start = self.cursor + self.dp_rank * window
+            self.cursor += stride
         tokens = self.store.slice(start, start + window)
-        self.cursor += stride
         if self.sample_index == sched.switch_sample and sched.switch_step > 0 and self.dp_rank == 0:
             logger.info(
                 f"[tst] switching to next-token training at step {sched.switch_step + 1} "
@@ -166,6 +186,13 @@ class TokenWindowDataset(IterableDataset, Stateful):
             )
         self.sample_index += 1
         return tokens, phase
+
+    def _log_new_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        logger.warning(
+            f"[tst] {self.name} data exhausted after {self.sample_index} samples; "
+            f"starting epoch {self.epoch} (text is now repeated)"
+        )
 
     def _follow_resume_step(self) -> None:
         """Once, before the first sample: make the position agree with the resumed step."""
@@ -190,7 +217,10 @@ class TokenWindowDataset(IterableDataset, Stateful):
         if expected == 0:
             return
         self.sample_index = expected
-        self.cursor, self.epoch = sched.position_after(expected, len(self.store))
+        if self.shuffled is None:
+            self.cursor, self.epoch = sched.position_after(expected, len(self.store))
+        else:  # the epoch of the last sample served: the next one says whether a new one begins
+            self.epoch = self.shuffled.start(expected - 1, self.dp_rank)[1]
         logger.warning(
             f"[tst] the dataloader state was not loaded from the checkpoint; the {self.name} data "
             f"follows the resumed step {step}: rank {self.dp_rank} continues at sample {expected} "
@@ -227,6 +257,7 @@ class TokenWindowDataset(IterableDataset, Stateful):
             "bag_size": sched.bag_size,
             "store_tokens": len(self.store),
             "data_seed": self.data_seed,
+            "window_order": self.window_order,
         }
         if self.settings is not None:
             state["tst"] = dict(self.settings)
@@ -271,6 +302,14 @@ class TokenWindowDataset(IterableDataset, Stateful):
                 f"tst.data_seed = {saved_seed}, this run has tst.data_seed = {self.data_seed}; resume "
                 "with the seed the checkpoint was trained with"
             )
+        # checkpoints written before tst.window_order existed read windows in stream order
+        saved_order = state.get("window_order", "stream")
+        if saved_order != self.window_order:
+            raise ValueError(
+                f"[tst] cannot resume: the checkpoint read its windows with tst.window_order = "
+                f"{saved_order!r}, this run has {self.window_order!r}; resume with the order the "
+                "checkpoint was trained with"
+            )
         if state.get("store_tokens") != len(self.store):
             raise ValueError(
                 f"[tst] the checkpoint read a token store of {state.get('store_tokens')} tokens, "
@@ -311,6 +350,7 @@ def build_tst_dataloader(dp_world_size: int, dp_rank: int, tokenizer, job_config
     dataset = TokenWindowDataset(
         TokenStore(ensure_store_of(job_config, vocab_size), "train"), schedule, dp_rank,
         infinite=True, run=run, settings=run.settings, data_seed=tst_section(job_config).data_seed,
+        window_order=tst_section(job_config).window_order,
     )
     run.datasets.append(dataset)
     return ParallelAwareDataloader(

@@ -203,6 +203,7 @@ def dry_run(config_path: str, overrides: list[str] = (), world_size: int | None 
             "optimizer_at_switch": tst.optimizer_at_switch,
             "rewarm_steps": tst.rewarm_steps,
             "data_seed": tst.data_seed,
+            "window_order": tst.window_order,
             "bag_steps": bag_steps,
             "steps": training.steps,
         },

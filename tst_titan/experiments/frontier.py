@@ -10,7 +10,9 @@ Per model flavor:
 2. Learning rates, on the tuning seed only, each arm on its own grid: the baseline as full N-step
    warmup-stable-decay (WSD) runs, each TST arm as full N-step TST runs; the best final
    validation loss wins. A grid of one rate is not tuned (no runs).
-3. Per seed ``i`` (``--debug.seed i --tst.data_seed i``: initialisation and data order), at the
+3. Per seed ``i`` (``--debug.seed i --tst.data_seed i``: initialisation and data order; every run
+   reads its windows shuffled, ``--tst.window_order shuffled``, so that each step sees text from
+   the whole corpus and no run's decay sits on a few files), at the
    chosen rates: the baseline frontier, WSD runs of ``factor x N`` steps (rounded to multiples of
    ``v``) trained as one stable run plus a cool-down branch per length
    (:func:`tst_titan.experiments.wsd.run_wsd`, the stable run as one process); each TST arm,
@@ -224,7 +226,8 @@ def overrides(plan: FlavorPlan, setup: FrontierSetup, arm: str, lr: float, init_
     bag_size, fraction = ARMS[arm] if tst else ARMS[PRIMARY_ARM]  # the [tst] keys of a baseline are inert
     bench_setup = replace(plan.bench, bag_size=bag_size, superposition_fraction=fraction)
     return [*run_overrides(bench_setup, steps=plan.steps, lr=lr, tst=tst),
-            "--debug.seed", str(init_seed), "--tst.data_seed", str(data_seed), *setup.extra_overrides]
+            "--debug.seed", str(init_seed), "--tst.data_seed", str(data_seed),
+            "--tst.window_order", "shuffled", *setup.extra_overrides]
 
 
 # -- step times ------------------------------------------------------------------------------------
@@ -361,7 +364,7 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
             checks[plan.flavor] = _monotone(runs, plan.flavor)
     result = {
         "corpus_sha256": corpus["corpus_sha256"], "corpus": corpus, "versions": versions(),
-        "device": setup.device, "setup": asdict(setup),
+        "device": setup.device, "setup": asdict(setup), "window_order": "shuffled",
         "plans": {p.flavor: {k: v for k, v in asdict(p).items() if k != "bench"} for p in plans},
         "primary_arm": PRIMARY_ARM, "runs": runs, "tuning": tuning, "summary": rows, "aa_control": aa,
         "old_metric": old, "step_times": step_times,
@@ -376,6 +379,8 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
                                 "where the frontier does not bracket TST's loss",
             "equal_flops_delta": "TST final val loss - frontier loss at TST's FLOPs, mean over seeds, Student t",
             "old_metric": "biased: the baseline's learning rate has not decayed where it is read",
+            "window_order": "every run draws its samples' windows in a random order seeded by its data "
+                            "seed (tst.window_order = shuffled), not one after the other",
         },
     }
     result["total_wall_s"] = time.perf_counter() - t_start

@@ -358,6 +358,23 @@ def test_plot_frontier_writes_a_png(tmp_path):
         F.plot_frontier({}, str(path))
 
 
+def test_the_figure_draws_every_frontier_run_and_each_arms_equal_flops_difference():
+    rows = _rows()
+    fig = F.frontier_figure({"rows": rows})
+    flavors = {r["flavor"] for r in rows}
+    assert len(fig.axes) == len(flavors) + 2  # a panel per flavor, the speedups, the differences
+    drawn = {tuple(np.round(np.asarray(line.get_ydata(), dtype=float), 12)) for line in fig.axes[0].get_lines()}
+    for fr in rows[0]["frontiers"]:
+        assert tuple(np.round([loss for _, loss in fr["runs"]], 12)) in drawn
+    delta_points = {round(float(y), 12) for line in fig.axes[-1].get_lines()
+                    for y in np.asarray(line.get_ydata(), dtype=float)}
+    for r in rows:
+        d = r["equal_flops_delta"]
+        assert round(d["mean"], 12) in delta_points
+        assert {round(p["delta"], 12) for p in d["per_seed"]} <= delta_points
+    assert "equal FLOPs" in fig.axes[-1].get_ylabel()
+
+
 def test_a_noisy_frontier_still_gives_the_equal_flops_delta_and_the_fit_but_no_interpolated_inverse():
     # seed 2's 2x run ends above its 1.41x run: reading the loss at given FLOPs and fitting still
     # work; inverting the runs' interpolation does not, and the row says why instead of failing

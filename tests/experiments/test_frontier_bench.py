@@ -21,7 +21,7 @@ import tst_titan.config  # noqa: F401  (activates the extension here: tst_* spec
 from tests.helpers.distributed import run_on_processes
 from tst_titan.analysis.frontier import aa_control, summary_row
 from tst_titan.datastore.store import CorpusMismatchError
-from tst_titan.experiments import bench, frontier, steptime
+from tst_titan.experiments import bench, frontier, pairs, steptime
 from tst_titan.experiments.runner import BASE_CONFIG, RUN_RECORD, finished_run, run_training, training_command
 from tst_titan.run_files import read_metrics
 from tst_titan.tools import bench as bench_tool
@@ -106,7 +106,8 @@ class FakeTrainer:
         self.trained.append(name)
         shutil.rmtree(dump, ignore_errors=True)
         interval = int(_arg(overrides, "--checkpoint.interval"))
-        for k in {steps, *range(interval, steps, interval)}:
+        first = {1} if "--checkpoint.enable_first_step_checkpoint" in overrides else set()
+        for k in {steps, *range(interval, steps, interval)} | first:
             os.makedirs(os.path.join(dump, "checkpoint", f"step-{k}"))
             open(os.path.join(dump, "checkpoint", f"step-{k}", ".metadata"), "w").close()
         resume = _arg(overrides, "--checkpoint.initial_load_path")
@@ -213,6 +214,16 @@ def test_frontier_json_holds_every_run_and_figure_and_a_second_call_trains_nothi
                                                                    rel=1e-12)
     assert old["iso_loss_speedup_same_seed"]["value"] == pytest.approx(1.25, rel=1e-12)
     assert json.loads(json.dumps(result["summary"])) == rows
+
+    # the notebooks' pair: seed 1's primary-arm run kept its checkpoints around the switch (N = 40,
+    # r = 0.3: switch after step 12, saved every step, pruned to start, switch, switch + 1, end) and
+    # its A/A replicate (an N-step baseline, same data order) is the baseline beside it
+    assert json.load(open(os.path.join(out, pairs.PAIR_FILE)))["tst"] == os.path.join("tiny", "seed1", "s6_r0.3")
+    assert pairs._pair(out) == {"tst": os.path.join(out, "tiny", "seed1", "s6_r0.3"),
+                                "baseline": os.path.join(out, "tiny", "seed1", "aa")}
+    assert sorted(os.listdir(os.path.join(out, "tiny", "seed1", "s6_r0.3", "checkpoint"))) == \
+        ["step-1", "step-12", "step-13", "step-40"]
+    assert os.listdir(os.path.join(out, "tiny", "seed2", "s6_r0.3", "checkpoint")) == ["step-40"]
 
     # resumable: a second call reuses every run and every step-time measurement
     train.trained.clear()

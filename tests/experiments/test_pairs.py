@@ -46,3 +46,41 @@ def test_find_runs_order(tmp_path, monkeypatch, pair):
     assert pairs.find_runs("a/tst", "a/baseline")["source"] == "given"
     with pytest.raises(ValueError):
         pairs.find_runs("a/tst")
+
+
+def test_a_frontier_study_points_the_notebooks_at_its_pair(tmp_path, monkeypatch):
+    monkeypatch.delenv(pairs.RUNS_ENV, raising=False)
+    study = tmp_path / "frontier"
+    for run in ("micro/seed1/s6_r0.3", "micro/seed1/aa"):
+        os.makedirs(study / run)
+        (study / run / "metrics.jsonl").write_text("")
+    pairs.write_pair_record(str(study), str(study / "micro/seed1/s6_r0.3"), str(study / "micro/seed1/aa"), seed=1)
+    assert json.loads((study / pairs.PAIR_FILE).read_text()) == {
+        "tst": os.path.join("micro", "seed1", "s6_r0.3"), "baseline": os.path.join("micro", "seed1", "aa"), "seed": 1}
+    moved = tmp_path / "moved"
+    os.rename(study, moved)  # relative paths: the folder can move
+    monkeypatch.setattr(pairs, "BENCH_DIRS", (str(tmp_path / "missing"), str(moved)))
+    got = pairs.find_runs(make_demo=False, demo_dir=str(tmp_path / "demo"))
+    assert (got["tst"], got["baseline"]) == (str(moved / "micro/seed1/s6_r0.3"), str(moved / "micro/seed1/aa"))
+
+
+def test_find_frontier_order(tmp_path, monkeypatch):
+    monkeypatch.delenv(pairs.FRONTIER_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match="python -m tst_titan.tools.bench --quick"):
+        pairs.find_frontier()
+    os.makedirs("results")
+    for name in ("frontier_quick.json", "frontier.json"):
+        (tmp_path / "results" / name).write_text("{}")
+        assert pairs.find_frontier() == {"path": str(tmp_path / "results" / name), "source": f"committed results/{name}"}
+    for d, age in (("frontier", 100), ("frontier_quick", 50)):  # the newer study wins
+        os.makedirs(tmp_path / "outputs" / d)
+        (tmp_path / "outputs" / d / "frontier.json").write_text("{}")
+        os.utime(tmp_path / "outputs" / d / "frontier.json", (1e9 + age, 1e9 + age))
+    assert pairs.find_frontier()["path"] == str(tmp_path / "outputs" / "frontier" / "frontier.json")
+    monkeypatch.setenv(pairs.FRONTIER_ENV, "results/frontier_quick.json")
+    assert pairs.find_frontier()["source"] == "$TST_FRONTIER"
+    monkeypatch.setenv(pairs.FRONTIER_ENV, "nope.json")
+    with pytest.raises(FileNotFoundError, match="TST_FRONTIER"):
+        pairs.find_frontier()
+    assert pairs.find_frontier("x.json")["source"] == "given"

@@ -542,18 +542,24 @@ def _speedup_marks(ax, x, est: dict, color, label):
 
 
 def plot_frontier(result: dict, path: str) -> None:
+    """:func:`frontier_figure` saved to ``path``."""
+    frontier_figure(result).savefig(path, dpi=110)
+
+
+def frontier_figure(result: dict) -> Figure:
     """``result["rows"]`` (rows of :func:`summary_row`) drawn: per model size, every frontier run
     (one grey line per seed) with each arm's per-seed points and its mean ± t-interval in FLOPs and
-    loss; last panel, each arm's iso-loss speedup (median, bootstrap ci95; triangles for bounds)
-    against model size, with the Student-t ci95_t as a thin pale bar."""
+    loss; then each arm's iso-loss speedup (median, bootstrap ci95; triangles for bounds)
+    against model size, with the Student-t ci95_t as a thin pale bar; last, each arm's equal-FLOPs
+    loss difference (mean and Student-t ci95, the seeds as dots) against model size."""
     rows = result.get("rows") if isinstance(result, Mapping) else None
     if not rows:
         raise ValueError("result must be a mapping with a non-empty 'rows' list of summary_row() rows")
     flavors = list(dict.fromkeys(r["flavor"] for r in rows))
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     colors = {a: f"C{i}" for i, a in enumerate(arms)}
-    fig = Figure(figsize=(4.5 * (len(flavors) + 1), 4.2))
-    axes = fig.subplots(1, len(flavors) + 1, squeeze=False)[0]
+    fig = Figure(figsize=(4.5 * (len(flavors) + 2), 4.2))
+    axes = fig.subplots(1, len(flavors) + 2, squeeze=False)[0]
     for ax, flavor in zip(axes, flavors):
         these = [r for r in rows if r["flavor"] == flavor]
         for k, fr in enumerate(these[0]["frontiers"]):
@@ -573,7 +579,7 @@ def plot_frontier(result: dict, path: str) -> None:
         ax.set_ylabel("final validation loss")
         ax.set_title(f"{flavor}, {these[0]['tokens_per_param']:g} tokens/param")
         ax.legend(fontsize=7)
-    ax = axes[-1]
+    ax = axes[-2]
     by_params = all(r.get("parameters") for r in rows)
     for k, arm in enumerate(arms):
         shift = (k - (len(arms) - 1) / 2) * 0.08  # arms side by side, not on top of each other
@@ -596,5 +602,30 @@ def plot_frontier(result: dict, path: str) -> None:
         ax.set_xlabel("model")
     ax.set_ylabel("iso-loss speedup (bootstrap 95%; pale: t 95%)")
     ax.set_title("frontier FLOPs to TST's loss / TST FLOPs")
+    # the equal-FLOPs difference: defined for every seed, even where a frontier cannot be inverted
+    ax = axes[-1]
+    for k, arm in enumerate(arms):
+        shift = (k - (len(arms) - 1) / 2) * 0.08
+        for r in (r for r in rows if r["arm"] == arm):
+            d = r.get("equal_flops_delta") or {}
+            if d.get("mean") is None:
+                continue
+            x = r["parameters"] * math.exp(shift) if by_params else flavors.index(r["flavor"]) + shift
+            lo, hi = d["ci95"]
+            ax.errorbar([x], [d["mean"]], yerr=[[d["mean"] - lo], [hi - d["mean"]]], fmt="o", color=colors[arm],
+                        capsize=3, label=arm)
+            ax.plot([x] * len(d["per_seed"]), [p["delta"] for p in d["per_seed"]], ".", color=colors[arm], alpha=0.5)
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7)
+    ax.axhline(0.0, color="k", lw=0.8)
+    if by_params:
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+    else:
+        ax.set_xticks(range(len(flavors)), flavors)
+        ax.set_xlabel("model")
+    ax.set_ylabel("TST - frontier val loss at equal FLOPs (nats)")
+    ax.set_title("equal-FLOPs difference (mean, t 95%; dots: seeds)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    return fig

@@ -50,6 +50,8 @@ from tst_titan.analysis.frontier import (AA_ARM, MIN_SEEDS, first_crossing_speed
                                          summary_row)
 from tst_titan.datastore.store import corpus_record
 from tst_titan.experiments.bench import BenchSetup, _build_model, claim_output_folder, prepare_data, run_overrides
+from tst_titan.experiments.pairs import (demo_checkpoint_plan, prune_checkpoints, switch_checkpoint_overrides,
+                                         write_pair_record)
 from tst_titan.experiments.runner import BASE_CONFIG, Progress, free_port, run_training, versions
 from tst_titan.experiments.wsd import DECAY_RATIO, plan_wsd, run_wsd, scaled_lengths
 from tst_titan.train_spec import flavors_of
@@ -362,6 +364,7 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
             rows += rows_of_flavor
             old[plan.flavor] = old_metric
             checks[plan.flavor] = _monotone(runs, plan.flavor)
+    _point_notebooks_at(out_dir, plans, setup)
     result = {
         "corpus_sha256": corpus["corpus_sha256"], "corpus": corpus, "versions": versions(),
         "device": setup.device, "setup": asdict(setup), "window_order": "shuffled",
@@ -390,6 +393,20 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
     if plotted:
         plot_frontier({"rows": plotted}, os.path.join(out_dir, "frontier.png"))
     return result
+
+
+def _point_notebooks_at(out_dir: str, plans, setup) -> None:
+    """``pair.json``: the largest flavor's primary-arm run of the first seed (it kept checkpoints
+    around its switch) and that seed's A/A replicate, the N-step baseline the notebooks compare it with."""
+    if PRIMARY_ARM not in setup.arms:
+        return
+    plan, seed = max(plans, key=lambda p: p.parameters), setup.seeds[0]
+    folder = os.path.join(out_dir, plan.flavor, f"seed{seed}")
+    write_pair_record(out_dir, os.path.join(folder, PRIMARY_ARM), os.path.join(folder, AA_ARM),
+                      flavor=plan.flavor, seed=seed, arm=PRIMARY_ARM,
+                      baseline_is=f"the A/A control of seed {seed}: an N-step baseline with its own complete WSD "
+                                  f"schedule and the same data order, initialised with debug.seed = "
+                                  f"{AA_SEED_OFFSET + seed}")
 
 
 def _study_flavor(plan, setup, out_dir, train, steptime, progress, runs, quiet):
@@ -430,7 +447,14 @@ def _study_flavor(plan, setup, out_dir, train, steptime, progress, runs, quiet):
         frontiers[seed] = points
         for arm in setup.arms:
             name = f"{flavor}/seed{seed}/{arm}"
-            run = train(name, overrides(plan, setup, arm, lr[arm], seed, seed), out_dir, n, progress, reuse=True)
+            args = overrides(plan, setup, arm, lr[arm], seed, seed)
+            # the notebooks' run: the primary arm of the first seed keeps checkpoints around its switch
+            keeps_switch = arm == PRIMARY_ARM and seed == setup.seeds[0]
+            if keeps_switch:
+                args = switch_checkpoint_overrides(args, n, ARMS[arm][1])
+            run = train(name, args, out_dir, n, progress, reuse=True)
+            if keeps_switch:
+                prune_checkpoints(os.path.join(out_dir, name), demo_checkpoint_plan(n, ARMS[arm][1]))
             final = _final_val(run["rows"])
             runs.append(_run_entry(name, flavor, seed, arm, n, lr[arm], plan, final, os.path.join(out_dir, name),
                                    "treatment"))

@@ -22,15 +22,62 @@ from tst_titan.run_files import METRICS_FILE
 DEMO_DIR = os.path.join("outputs", "notebook_demo")
 #: ``<dir>/tst`` and ``<dir>/baseline``: the runs the notebooks read instead of the defaults.
 RUNS_ENV = "TST_NOTEBOOK_RUNS"
-#: Benchmark outputs the notebooks look for, newest first (``python -m tst_titan.tools.bench [--quick]``).
-BENCH_DIRS = (os.path.join("outputs", "bench"), os.path.join("outputs", "bench_quick"))
+#: Benchmark outputs the notebooks look for, the newest first: the frontier study's
+#: (``python -m tst_titan.tools.bench [--quick]``, its ``pair.json``) and the one-pair view's
+#: (``python -m tst_titan.tools.bench pair [--quick]``, its ``tst/`` and ``baseline/``).
+BENCH_DIRS = tuple(os.path.join("outputs", d) for d in ("frontier", "frontier_quick", "bench", "bench_quick"))
+#: The frontier study's pointer to the pair the notebooks read (see :func:`write_pair_record`).
+PAIR_FILE = "pair.json"
+
+
+#: A frontier.json the notebooks read instead of the defaults.
+FRONTIER_ENV = "TST_FRONTIER"
+#: The frontier studies' output folders (newest first) and, without any, the committed results.
+FRONTIER_DIRS = tuple(os.path.join("outputs", d) for d in ("frontier", "frontier_quick"))
+FRONTIER_RESULTS = tuple(os.path.join("results", f) for f in ("frontier.json", "frontier_quick.json"))
+
+
+def find_frontier(path: str | None = None) -> dict[str, str]:
+    """The frontier study the notebooks show and where it came from (``source``): ``path`` when
+    given; ``$TST_FRONTIER``; the newest ``outputs/frontier*/frontier.json``; the committed
+    ``results/frontier.json``, then ``results/frontier_quick.json``."""
+    if path:
+        return {"path": os.path.abspath(path), "source": "given"}
+    env = os.environ.get(FRONTIER_ENV)
+    if env:
+        if not os.path.exists(env):
+            raise FileNotFoundError(f"${FRONTIER_ENV}={env!r} does not exist")
+        return {"path": os.path.abspath(env), "source": f"${FRONTIER_ENV}"}
+    made = [os.path.join(d, "frontier.json") for d in FRONTIER_DIRS]
+    made = sorted((p for p in made if os.path.exists(p)), key=os.path.getmtime, reverse=True)
+    if made:
+        return {"path": os.path.abspath(made[0]), "source": "benchmark " + relpath(os.path.dirname(made[0]))}
+    for p in FRONTIER_RESULTS:
+        if os.path.exists(p):
+            return {"path": os.path.abspath(p), "source": "committed " + p}
+    raise FileNotFoundError("no frontier study: run `python -m tst_titan.tools.bench --quick` "
+                            f"(or set ${FRONTIER_ENV})")
 
 
 def _pair(folder: str) -> dict[str, str] | None:
-    tst, base = os.path.join(folder, "tst"), os.path.join(folder, "baseline")
+    record = os.path.join(folder, PAIR_FILE)
+    if os.path.exists(record):
+        with open(record) as f:
+            rel = json.load(f)
+        tst, base = (os.path.join(folder, rel[k]) for k in ("tst", "baseline"))
+    else:
+        tst, base = os.path.join(folder, "tst"), os.path.join(folder, "baseline")
     if all(os.path.exists(os.path.join(p, METRICS_FILE)) for p in (tst, base)):
         return {"tst": tst, "baseline": base}
     return None
+
+
+def write_pair_record(out_dir: str, tst: str, baseline: str, **about: Any) -> None:
+    """Point the notebooks at a TST run and a baseline inside a study's ``out_dir`` (paths kept
+    relative, so the folder can move); ``about`` says what they are."""
+    rel = {k: os.path.relpath(p, out_dir) for k, p in (("tst", tst), ("baseline", baseline))}
+    with open(os.path.join(out_dir, PAIR_FILE), "w") as f:
+        json.dump({**rel, **about}, f, indent=1)
 
 
 def find_runs(tst: str | None = None, baseline: str | None = None, *, need_checkpoints: bool = False,
@@ -99,6 +146,24 @@ def demo_checkpoint_plan(steps: int, fraction: float) -> dict[str, int]:
             "after switch": min(switch + interval, steps), "end": steps}
 
 
+def switch_checkpoint_overrides(args: list[str], steps: int, fraction: float) -> list[str]:
+    """``args`` changed to save the checkpoints of :func:`demo_checkpoint_plan` (every interval,
+    all kept, and step 1); :func:`prune_checkpoints` then removes the others."""
+    plan = demo_checkpoint_plan(steps, fraction)
+    args = _set_flag(args, "--checkpoint.interval", str(plan["interval"]))
+    args = _set_flag(args, "--checkpoint.keep_latest_k", "0")
+    return args + ["--checkpoint.enable_first_step_checkpoint"]
+
+
+def prune_checkpoints(run_dir: str, plan: dict[str, int]) -> None:
+    """Remove the checkpoints of ``run_dir`` other than the steps of ``plan`` and the run's last."""
+    steps = checkpoint_steps(run_dir)
+    keep = {plan["start"], plan["end of phase 1"], plan["after switch"], plan["end"]} | set(steps[-1:])
+    for step in steps:
+        if step not in keep:
+            shutil.rmtree(checkpoint_dir(run_dir, step))
+
+
 def make_demo_runs(out_dir: str = DEMO_DIR, steps: int = 300, *, bag_size: int = 4, fraction: float = 0.3,
                    k: float = 2.0, lr: float = 6e-3, flavor: str = "tiny", seq_len: int = 128, batch: int = 16,
                    val_every: int = 10, val_steps: int = 8, log_freq: int = 5, parallel: bool = False,
@@ -121,13 +186,10 @@ def make_demo_runs(out_dir: str = DEMO_DIR, steps: int = 300, *, bag_size: int =
     base_steps = max(steps, int(math.ceil(k * steps / val_every)) * val_every)
 
     def overrides(n: int, tst: bool) -> list[str]:
-        args = run_overrides(setup, steps=n, lr=lr, tst=tst)
-        args = _set_flag(args, "--checkpoint.interval", str(plan["interval"]))
-        args = _set_flag(args, "--checkpoint.keep_latest_k", "0")
+        args = switch_checkpoint_overrides(run_overrides(setup, steps=n, lr=lr, tst=tst), steps, fraction)
         args = _set_flag(args, "--metrics.log_freq", str(log_freq))
         args = _set_flag(args, "--training.dataset_path", store_dir)
-        args = _set_flag(args, "--model.hf_assets_path", store_dir)
-        return args + ["--checkpoint.enable_first_step_checkpoint"]
+        return _set_flag(args, "--model.hf_assets_path", store_dir)
 
     jobs = [("tst", overrides(steps, True), steps), ("baseline", overrides(base_steps, False), base_steps)]
     progress = None if quiet else Progress(steps + base_steps)
@@ -136,12 +198,8 @@ def make_demo_runs(out_dir: str = DEMO_DIR, steps: int = 300, *, bag_size: int =
             results = list(pool.map(lambda j: run_training(j[0], j[1], out_dir, j[2], progress), jobs))
     else:
         results = [run_training(name, args, out_dir, n, progress) for name, args, n in jobs]
-    keep = {plan["start"], plan["end of phase 1"], plan["after switch"], plan["end"]}
     for result in results:
-        end = result["rows"][-1]["step"]
-        for step in checkpoint_steps(result["dump"]):
-            if step not in keep | {end}:
-                shutil.rmtree(checkpoint_dir(result["dump"], step))
+        prune_checkpoints(result["dump"], plan)
     record = {"setup": asdict(setup), "lr": lr, "baseline_steps": base_steps, "checkpoints": plan,
               "store_dir": store_dir, "parallel": parallel,
               "process_wall_s": {r["name"]: r["process_wall_s"] for r in results}}

@@ -7,9 +7,13 @@
 # (plus an exploratory float8 grouped-GEMM run), a few steps each on GPU 0. Writes step times per
 # phase, tokens/s, peak memory and MFU to outputs/gpu_check/gpu_check.json (--out DIR to change);
 # each run's log and metrics.jsonl are kept next to it. See tst_titan/experiments/gpucheck.py.
+# Last the frontier study's GPU preset (`python -m tst_titan.tools.bench --device cuda`: TST against
+# fully trained baselines, 3 seeds, a 22.5 M-parameter model; about 8 minutes of training) into
+# <out>/frontier_cuda (frontier.json, frontier.png).
 #
 #   bash scripts/gpu_check.sh               # on a GPU machine with the package installed
-#   bash scripts/gpu_check.sh --cpu-smoke   # the same mechanics on CPU in ~1 minute (tests run it)
+#   bash scripts/gpu_check.sh --cpu-smoke   # the performance check's mechanics on CPU in ~1 minute (tests run it)
+#   GPU_CHECK_STAGES="tests frontier" bash scripts/gpu_check.sh   # some stages (default: tests perf frontier)
 #
 # Python: $PYTHON, else .venv/bin/python, else python3. Needs torch with CUDA, torchtitan 0.2.2,
 # torchao (pip install -e ".[float8]"); float8 needs an SM89+ GPU (H100/H200/B200).
@@ -18,25 +22,45 @@ cd "$(dirname "$0")/.."
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
-if [[ " $* " != *" --cpu-smoke "* ]]; then
+stages="${GPU_CHECK_STAGES:-tests perf frontier}"
+for stage in $stages; do
+    case "$stage" in
+        tests|perf|frontier) ;;
+        *) echo "gpu_check: unknown stage '$stage' in GPU_CHECK_STAGES; allowed: tests, perf, frontier" >&2; exit 2 ;;
+    esac
+done
+has_stage() { [[ " $stages " == *" $1 "* ]]; }
+smoke=0
+if [[ " $* " == *" --cpu-smoke "* ]]; then smoke=1; fi
+if (( ! smoke )); then
     export CUDA_VISIBLE_DEVICES="${CUDA_VISIBLE_DEVICES:-0}"
 fi
+out=outputs/gpu_check
+args=("$@")
+for ((i = 0; i < ${#args[@]} - 1; i++)); do
+    if [[ "${args[i]}" == "--out" ]]; then out="${args[i+1]}"; fi
+done
 tests_status=0
-if [[ " $* " != *" --cpu-smoke "* ]]; then
-    out=outputs/gpu_check
-    args=("$@")
-    for ((i = 0; i < ${#args[@]} - 1; i++)); do
-        if [[ "${args[i]}" == "--out" ]]; then out="${args[i+1]}"; fi
-    done
+if (( ! smoke )) && has_stage tests; then
     mkdir -p "$out"
     rm -f "$out/gpu_tests.json"
     TST_GPU_RECORD="$out/gpu_tests.json" "$PYTHON" -m pytest -q -m gpu tests/integration/test_gpu.py \
         -p no:cacheprovider --junitxml="$out/gpu_tests.xml" || tests_status=$?
 fi
 check_status=0
-"$PYTHON" -m tst_titan.tools.gpucheck "$@" || check_status=$?
+if has_stage perf; then
+    "$PYTHON" -m tst_titan.tools.gpucheck "$@" || check_status=$?
+fi
+frontier_status=0
+if (( ! smoke )) && has_stage frontier; then  # needs CUDA: the CPU study is `python -m tst_titan.tools.bench`
+    "$PYTHON" -m tst_titan.tools.bench --device cuda --out "$out/frontier_cuda" || frontier_status=$?
+fi
 if (( tests_status != 0 )); then
     echo "gpu_check: the GPU tests failed (status $tests_status); see $out/gpu_tests.xml" >&2
     exit "$tests_status"
 fi
-exit "$check_status"
+if (( check_status != 0 )); then exit "$check_status"; fi
+if (( frontier_status != 0 )); then
+    echo "gpu_check: the frontier study failed (status $frontier_status)" >&2
+fi
+exit "$frontier_status"

@@ -52,3 +52,24 @@ def test_cpu_smoke_writes_a_report(tmp_path):
     # phase 1 reads s = 6 tokens per position
     assert tst["1"]["text_tokens_per_s"] == pytest.approx(6 * tst["1"]["positions_per_s"], rel=1e-3)
     assert report["ratios"]["tst_phase1_step_over_baseline_step"] > 0
+
+
+def _gpu_check(tmp_path, stages, *args):
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_STAGES": stages}
+    return subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_check.sh"), "--out", str(tmp_path), *args],
+                          capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_the_frontier_stage_runs_the_benchmarks_gpu_preset(tmp_path):
+    # on this CPU machine the GPU preset refuses to start: the stage called it, and its status is the script's
+    proc = _gpu_check(tmp_path, "frontier")
+    assert proc.returncode != 0
+    assert "device 'cuda': torch finds no CUDA device" in proc.stderr + proc.stdout
+    assert "the frontier study failed" in proc.stderr
+    assert not (tmp_path / "gpu_tests.xml").exists() and not (tmp_path / "gpu_check.json").exists()
+
+
+def test_an_unknown_stage_is_refused_naming_the_allowed_ones(tmp_path):
+    proc = _gpu_check(tmp_path, "tests speed")
+    assert proc.returncode == 2
+    assert "unknown stage 'speed' in GPU_CHECK_STAGES; allowed: tests, perf, frontier" in proc.stderr

@@ -124,7 +124,7 @@ class FakeTrainer:
         with open(os.path.join(dump, "metrics.jsonl"), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         with open(record_path, "w") as f:
-            json.dump({"overrides": overrides, "config": config, "steps": steps}, f)
+            json.dump({"overrides": overrides, "config": config, "steps": steps, "process_wall_s": 0.25 * steps}, f)
         return {"rows": read_metrics(dump)}
 
 
@@ -233,6 +233,10 @@ def test_frontier_json_holds_every_run_and_figure_and_a_second_call_trains_nothi
 
     again = frontier.frontier(TINY, out, quiet=True, train=train, steptime=no_steptime)
     assert train.trained == []
+    # what the study cost is every run's recorded wall time (0.25 s a step here), whichever call ran
+    # it; the second call's own wall time is its own
+    # (tuning 6 x 40 steps; per seed the stable run to 54, branches of 20, 30, 40, 60, arms and A/A 3 x 40)
+    assert on_disk["runs_wall_s"] == again["runs_wall_s"] == pytest.approx(0.25 * (6 * 40 + 3 * (54 + 150 + 120)))
     assert json.loads(json.dumps(again["summary"])) == rows
 
 

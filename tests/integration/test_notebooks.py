@@ -20,7 +20,7 @@ NOTEBOOK_DIR = os.path.join(ROOT, "notebooks")
 NOTEBOOKS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(NOTEBOOK_DIR, "*.ipynb")))
 #: The PNGs each notebook saves in <TST run>/figures/.
 FIGURES = {
-    "01_loss_curves.ipynb": ["loss_01_training_loss", "loss_02_val_loss", "loss_03_switch_zoom", "loss_04_speedup"],
+    "01_loss_curves.ipynb": ["loss_01_frontier", "loss_02_training_loss", "loss_03_val_loss", "loss_04_switch_zoom"],
     "02_embeddings.ipynb": ["emb_01_norms_vs_frequency", "emb_02_input_output_cosine", "emb_03_drift_vs_frequency",
                             "emb_04_pca", "emb_05_bag_decodability", "emb_06_phase1_entropy"],
     "03_ablations.ipynb": ["abl_01_heatmap", "abl_02_modes", "abl_03_weightings", "abl_04_optimizer"],

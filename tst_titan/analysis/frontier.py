@@ -558,6 +558,7 @@ def frontier_figure(result: dict) -> Figure:
     flavors = list(dict.fromkeys(r["flavor"] for r in rows))
     arms = list(dict.fromkeys(r["arm"] for r in rows))
     colors = {a: f"C{i}" for i, a in enumerate(arms)}
+    names = {a: "A/A control" if a == AA_ARM else a for a in arms}
     fig = Figure(figsize=(4.5 * (len(flavors) + 2), 4.2))
     axes = fig.subplots(1, len(flavors) + 2, squeeze=False)[0]
     for ax, flavor in zip(axes, flavors):
@@ -572,15 +573,16 @@ def frontier_figure(result: dict) -> Figure:
             loss_ci = t_interval(ls)
             ax.errorbar([float(np.mean(cs))], [loss_ci["mean"]],
                         yerr=[[loss_ci["mean"] - loss_ci["ci95"][0]], [loss_ci["ci95"][1] - loss_ci["mean"]]],
-                        fmt="s", color=colors[r["arm"]], capsize=3, label=f"{r['arm']} (mean, 95% t)")
+                        fmt="s", color=colors[r["arm"]], capsize=3, label=f"{names[r['arm']]} (mean, 95% t)")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # a grid spanning < 10× labels its minor ticks: they collide
         ax.set_xlabel("training FLOPs")
         ax.set_ylabel("final validation loss")
-        ax.set_title(f"{flavor}, {these[0]['tokens_per_param']:g} tokens/param")
+        ax.set_title(f"{flavor}, {these[0]['tokens_per_param']:.1f} tokens/param")
         ax.legend(fontsize=7)
     ax = axes[-2]
-    by_params = all(r.get("parameters") for r in rows)
+    # by parameters on a log axis when there is a size axis; one size: a category
+    by_params = len(flavors) > 1 and all(r.get("parameters") for r in rows)
     for k, arm in enumerate(arms):
         shift = (k - (len(arms) - 1) / 2) * 0.08  # arms side by side, not on top of each other
         for r in (r for r in rows if r["arm"] == arm):
@@ -589,7 +591,7 @@ def frontier_figure(result: dict) -> Figure:
             est = next((e for e in (r["iso_loss_speedup"], r.get("iso_loss_speedup_fit"))
                         if e and not e.get("error")), None)
             if est is not None:
-                _speedup_marks(ax, x, est, colors[arm], arm if est is r["iso_loss_speedup"] else f"{arm} (fit)")
+                _speedup_marks(ax, x, est, colors[arm], names[arm] if est is r["iso_loss_speedup"] else f"{names[arm]} (fit)")
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=7)
@@ -613,7 +615,7 @@ def frontier_figure(result: dict) -> Figure:
             x = r["parameters"] * math.exp(shift) if by_params else flavors.index(r["flavor"]) + shift
             lo, hi = d["ci95"]
             ax.errorbar([x], [d["mean"]], yerr=[[d["mean"] - lo], [hi - d["mean"]]], fmt="o", color=colors[arm],
-                        capsize=3, label=arm)
+                        capsize=3, label=names[arm])
             ax.plot([x] * len(d["per_seed"]), [p["delta"] for p in d["per_seed"]], ".", color=colors[arm], alpha=0.5)
     handles, labels = ax.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
@@ -626,6 +628,6 @@ def frontier_figure(result: dict) -> Figure:
         ax.set_xticks(range(len(flavors)), flavors)
         ax.set_xlabel("model")
     ax.set_ylabel("TST - frontier val loss at equal FLOPs (nats)")
-    ax.set_title("equal-FLOPs difference (mean, t 95%; dots: seeds)")
+    ax.set_title("equal-FLOPs difference (t 95%; dots: seeds)")
     fig.tight_layout()
     return fig

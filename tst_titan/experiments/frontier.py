@@ -52,7 +52,7 @@ from tst_titan.datastore.store import corpus_record
 from tst_titan.experiments.bench import BenchSetup, _build_model, claim_output_folder, prepare_data, run_overrides
 from tst_titan.experiments.pairs import (demo_checkpoint_plan, prune_checkpoints, switch_checkpoint_overrides,
                                          write_pair_record)
-from tst_titan.experiments.runner import BASE_CONFIG, Progress, free_port, run_training, versions
+from tst_titan.experiments.runner import BASE_CONFIG, RUN_RECORD, Progress, free_port, run_training, versions
 from tst_titan.experiments.wsd import DECAY_RATIO, plan_wsd, run_wsd, scaled_lengths
 from tst_titan.train_spec import flavors_of
 
@@ -385,17 +385,32 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
                                 "where the frontier does not bracket TST's loss",
             "equal_flops_delta": "TST final val loss - frontier loss at TST's FLOPs, mean over seeds, Student t",
             "old_metric": "biased: the baseline's learning rate has not decayed where it is read",
+            "runs_wall_s": "wall time of the study's training processes summed over every invocation (a resumed "
+                           "study's total_wall_s is only its last invocation's); step-time measurements excluded",
             "window_order": "every run draws its samples' windows in a random order seeded by its data "
                             "seed (tst.window_order = shuffled), not one after the other",
         },
     }
     result["total_wall_s"] = time.perf_counter() - t_start
+    result["runs_wall_s"] = runs_wall_s(out_dir)
     with open(os.path.join(out_dir, FRONTIER_FILE), "w") as f:
         json.dump(result, f, indent=1)
     plotted = [r for r in rows + list(aa.values()) if r.get("error") is None]
     if plotted:
         plot_frontier({"rows": plotted}, os.path.join(out_dir, "frontier.png"))
     return result
+
+
+def runs_wall_s(out_dir: str) -> float:
+    """Wall time of every training process of the study in ``out_dir``, whichever invocation ran it
+    (each run's record keeps its own): what the study cost even when it was resumed, where
+    ``total_wall_s`` is only the last invocation's. Step-time measurements are not included."""
+    total = 0.0
+    for folder, _, files in os.walk(out_dir):
+        if RUN_RECORD in files:
+            with open(os.path.join(folder, RUN_RECORD)) as f:
+                total += json.load(f).get("process_wall_s") or 0.0
+    return total
 
 
 def _point_notebooks_at(out_dir: str, plans, setup) -> None:
@@ -609,4 +624,7 @@ def print_table(result: dict) -> None:
     t = result["targets"]
     print(f"  target: lower 95% bound >= {t['lower_bound_target']} for {t['primary_arm']} at {t['largest_flavor']}: "
           f"{t.get('primary_lower_bounds', 'not computed')}")
-    print(f"  total wall time {result['total_wall_s'] / 60:.1f} min\n")
+    runs = result.get("runs_wall_s")
+    print(f"  wall time of this invocation {result['total_wall_s'] / 60:.1f} min"
+          + ("" if runs is None else f"; of every training run of the study, over all invocations, {runs / 60:.1f} min")
+          + "\n")

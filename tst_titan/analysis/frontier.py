@@ -596,6 +596,7 @@ def frontier_figure(result: dict) -> Figure:
     unique = dict(zip(labels, handles))
     ax.legend(unique.values(), unique.keys(), fontsize=7)
     ax.axhline(1.0, color="k", lw=0.8)
+    ax.set_yscale("log")  # ratios; with few seeds a t-interval can span a decade
     if by_params:
         ax.set_xscale("log")
         ax.set_xlabel("parameters")

@@ -101,6 +101,9 @@ class FrontierSetup:
 # run 0.6 s. A flavor's study trains (3 g + 23.5) N steps (g: grid size; 3 seeds, 2 arms) in
 # 3 g + 35 processes: QUICK (micro, N = 680) about 16 minutes, DEFAULT (micro N = 510, mini
 # N = 2400) about 100 minutes. Another process on the same cores can slow torch several-fold.
+# Measured with shuffled windows (2026-12-02, part of the time beside other work): QUICK 22.8
+# minutes of training processes; DEFAULT's micro 18.3 minutes, mini 70-75 ms a step in its tuning
+# runs (26 minutes for 9), so DEFAULT's three seeds take about 2.1 hours, over the 2-hour aim.
 # The default grid starts one step higher than the quick one: with shuffled windows every arm of the
 # quick study picked its grid's top rate, 1.2e-2 (results/frontier_quick.json, "at_grid_edge").
 DEFAULT = FrontierSetup(tokens_per_param=18.0, baseline_lr_grid=(6e-3, 1.2e-2, 2.4e-2),

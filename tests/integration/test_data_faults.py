@@ -28,7 +28,7 @@ def test_a_real_checkpoint_carries_the_tst_settings(one, tmp_path):
     assert state["sample_index"] == 8 * 4
     assert state["tst"] == {
         "enable": True, "bag_size": 4, "superposition_fraction": 0.5, "loss_weighting": "uniform",
-        "mode": "full", "optimizer_at_switch": "keep", "rewarm_steps": 0, "steps": 8, "seq_len": 32, "samples_per_step": 4, "switch_step": 4, "switch_sample": 16}
+        "mode": "full", "optimizer_at_switch": "keep", "rewarm_steps": 0, "window_order": "stream", "steps": 8, "seq_len": 32, "samples_per_step": 4, "switch_step": 4, "switch_sample": 16}
 
 
 # -- data faults through real trainer starts and runs -----------------------------------------

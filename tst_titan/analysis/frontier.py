@@ -541,6 +541,21 @@ def _speedup_marks(ax, x, est: dict, color, label):
         ax.errorbar([x], [m], yerr=[[m - lo], [hi - m]], fmt="o", color=color, lw=2.5, capsize=3, label=label)
 
 
+def _size_panel(ax, by_params: bool, flavors: list, no_effect: float) -> None:
+    """What the two panels against model size share: one legend entry per label, the line of no
+    effect, and the size axis (parameters on a log scale, or the flavors as categories)."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    ax.legend(unique.values(), unique.keys(), fontsize=7)
+    ax.axhline(no_effect, color="k", lw=0.8)
+    if by_params:
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters")
+    else:
+        ax.set_xticks(range(len(flavors)), flavors)
+        ax.set_xlabel("model")
+
+
 def plot_frontier(result: dict, path: str) -> None:
     """:func:`frontier_figure` saved to ``path``."""
     frontier_figure(result).savefig(path, dpi=110)
@@ -592,17 +607,8 @@ def frontier_figure(result: dict) -> Figure:
                         if e and not e.get("error")), None)
             if est is not None:
                 _speedup_marks(ax, x, est, colors[arm], names[arm] if est is r["iso_loss_speedup"] else f"{names[arm]} (fit)")
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=7)
-    ax.axhline(1.0, color="k", lw=0.8)
+    _size_panel(ax, by_params, flavors, no_effect=1.0)
     ax.set_yscale("log")  # ratios; with few seeds a t-interval can span a decade
-    if by_params:
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
-    else:
-        ax.set_xticks(range(len(flavors)), flavors)
-        ax.set_xlabel("model")
     ax.set_ylabel("iso-loss speedup (bootstrap 95%; pale: t 95%)")
     ax.set_title("frontier FLOPs to TST's loss / TST FLOPs")
     # the equal-FLOPs difference: defined for every seed, even where a frontier cannot be inverted
@@ -618,16 +624,7 @@ def frontier_figure(result: dict) -> Figure:
             ax.errorbar([x], [d["mean"]], yerr=[[d["mean"] - lo], [hi - d["mean"]]], fmt="o", color=colors[arm],
                         capsize=3, label=names[arm])
             ax.plot([x] * len(d["per_seed"]), [p["delta"] for p in d["per_seed"]], ".", color=colors[arm], alpha=0.5)
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    ax.legend(unique.values(), unique.keys(), fontsize=7)
-    ax.axhline(0.0, color="k", lw=0.8)
-    if by_params:
-        ax.set_xscale("log")
-        ax.set_xlabel("parameters")
-    else:
-        ax.set_xticks(range(len(flavors)), flavors)
-        ax.set_xlabel("model")
+    _size_panel(ax, by_params, flavors, no_effect=0.0)
     ax.set_ylabel("TST - frontier val loss at equal FLOPs (nats)")
     ax.set_title("equal-FLOPs difference (t 95%; dots: seeds)")
     fig.tight_layout()

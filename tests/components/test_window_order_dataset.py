@@ -92,6 +92,12 @@ def test_resume_with_another_window_order_is_refused():
         _dataset(store, sched).load_state_dict(state)
 
 
+def test_a_dataset_built_in_code_refuses_an_unknown_order(tmp_path):
+    sched = phase_schedule(job(enable=False), 1)
+    with pytest.raises(ValueError, match=r"tst.window_order must be one of 'stream', 'shuffled', got 'random'"):
+        TokenWindowDataset(_store(), sched, 0, window_order="random")
+
+
 def test_the_key_is_checked_and_parses():
     with pytest.raises(ConfigError, match=r"tst.window_order must be one of 'stream', 'shuffled', got 'random'"):
         check_tst_section(TST(window_order="random"))

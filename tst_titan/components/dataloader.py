@@ -41,6 +41,7 @@ from tst_titan.components.data_source import ensure_store_of, store_dir_of
 from tst_titan.components.run_context import TrainingRun, begin_training_run
 from tst_titan.datastore.store import DocumentOrderView, TokenStore
 from tst_titan.datastore.window_order import ShuffledWindows
+from tst_titan.job_config import WINDOW_ORDERS
 from tst_titan.method.bagging import make_sample, next_token_sample
 from tst_titan.method.schedule import (
     PhaseSchedule,
@@ -156,7 +157,8 @@ class TokenWindowDataset(IterableDataset, Stateful):
                 n_tokens, schedule.window(1), schedule.window(2), schedule.switch_sample,
                 schedule.dp_world_size, data_seed)
         else:
-            raise ValueError(f"tst.window_order must be 'stream' or 'shuffled', got {window_order!r}")
+            raise ValueError(f"tst.window_order must be one of {', '.join(map(repr, WINDOW_ORDERS))}, "
+                             f"got {window_order!r}")
 
     # -- the phase ---------------------------------------------------------------------------
     def _next_window(self) -> tuple[np.ndarray, int] | None:

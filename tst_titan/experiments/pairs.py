@@ -28,8 +28,6 @@ RUNS_ENV = "TST_NOTEBOOK_RUNS"
 BENCH_DIRS = tuple(os.path.join("outputs", d) for d in ("frontier", "frontier_quick", "bench", "bench_quick"))
 #: The frontier study's pointer to the pair the notebooks read (see :func:`write_pair_record`).
 PAIR_FILE = "pair.json"
-
-
 #: A frontier.json the notebooks read instead of the defaults.
 FRONTIER_ENV = "TST_FRONTIER"
 #: The frontier studies' output folders (newest first) and, without any, the committed results.

@@ -241,6 +241,25 @@ def test_frontier_json_holds_every_run_and_figure_and_a_second_call_trains_nothi
 
 
 @pytest.mark.usefixtures("embedded_store")
+def test_a_flavor_can_have_its_own_grids(tmp_path):
+    # TST at tiny tuned on (3e-3, 6e-3), the baseline on the setup-wide (6e-3, 1.2e-2)
+    setup = replace(TINY, arms=("s6_r0.3",), seeds=(1, 2), flavor_lr_grids={"tiny": {"tst": (3e-3, 6e-3)}})
+    assert setup.lr_grid("tiny", "s6_r0.3") == (3e-3, 6e-3) and setup.lr_grid("tiny", "baseline") == (6e-3, 1.2e-2)
+    train = FakeTrainer()
+    result = frontier.frontier(setup, str(tmp_path), quiet=True, train=train, steptime=fake_steptime)
+    tuning = result["tuning"]["tiny"]
+    assert [t["lr"] for t in tuning["s6_r0.3"]["runs"]] == [3e-3, 6e-3]
+    assert [t["lr"] for t in tuning["baseline"]["runs"]] == [6e-3, 1.2e-2]
+    # the law's best TST rate, 6e-3, is now the grid's top: flagged
+    assert tuning["s6_r0.3"]["chosen"] == 6e-3 and tuning["s6_r0.3"]["at_grid_edge"] is True
+    assert sum(t.startswith("tiny/tune/s6_r0.3_lr") for t in train.trained) == 2
+    on_disk = json.loads(open(os.path.join(tmp_path, frontier.FRONTIER_FILE)).read())
+    assert on_disk["setup"]["flavor_lr_grids"] == {"tiny": {"tst": [3e-3, 6e-3]}}
+    # the ETA's total counts exactly the steps trained: 4 tuning runs of N, per seed the frontier, TST, A/A
+    plan = frontier.plan_flavor(setup, "tiny")
+    assert frontier.total_steps([plan], setup) == 4 * plan.steps + 2 * (plan.frontier_steps() + 2 * plan.steps)
+
+
 def test_a_frontier_that_cannot_bracket_tst_reports_a_bound(tmp_path):
     # a grid up to 1.0 x N: TST s6 (worth 1.25-1.35 N) beats the longest baseline of every seed
     setup = replace(TINY, factors=(0.5, 0.625, 0.75, 1.0), arms=("s6_r0.3",), tokens_per_param=2 * 0.0139,
@@ -263,6 +282,9 @@ def _refuse_training(*args, **kwargs):
     ({"factors": (0.5, 2.0, 1.0, 4.0)}, r"factors must be sorted, strictly increasing"),
     ({"factors": (1.5, 2.0, 3.0, 4.0)}, r"factors must bracket 1"),
     ({"flavors": ("tiny", "micro")}, r"flavors must share a vocabulary size.*'tiny': 2048, 'micro': 512"),
+    ({"flavor_lr_grids": {"mini": {"tst": (1e-3,)}}}, r"flavor_lr_grids: 'mini' is not one of the study's flavors"),
+    ({"flavor_lr_grids": {"tiny": {"arm": (1e-3,)}}}, r"flavor_lr_grids\['tiny'\] must map 'baseline' and/or 'tst'"),
+    ({"flavor_lr_grids": {"tiny": {"tst": (1e-3, -1.0)}}}, r"flavor_lr_grids\['tiny'\]\['tst'\] must hold positive"),
 ])
 def test_bad_setups_are_refused_before_any_training(tmp_path, change, message):
     setup = replace(TINY, **change)
@@ -303,13 +325,21 @@ def test_the_command_runs_the_frontier_by_default_and_the_pair_on_request(tmp_pa
     corpus = tmp_path / "texts"
     corpus.mkdir()
     for argv in ([], ["--quick"], ["--quick", "--corpus", str(corpus)], ["pair", "--quick"],
-                 ["--seeds", "4,5", "--arms", "s4_r0.3", "--factors", "0.5,1,2,4"]):
+                 ["--seeds", "4,5", "--arms", "s4_r0.3", "--factors", "0.5,1,2,4"],
+                 ["--flavors", "mini", "--baseline-lr-grid", "1e-2"]):
         with pytest.raises(SystemExit):
             bench_tool.main(argv)
     assert [(kind, out) for kind, _, out in seen] == [
         ("frontier", os.path.join("outputs", "frontier")), ("frontier", os.path.join("outputs", "frontier_quick")),
         ("frontier", os.path.join("outputs", "frontier_quick-texts")), ("pair", os.path.join("outputs", "bench_quick")),
-        ("frontier", os.path.join("outputs", "frontier"))]
+        ("frontier", os.path.join("outputs", "frontier")), ("frontier", os.path.join("outputs", "frontier"))]
+    # the preset's per-flavor grids: kept for the flavors still studied, replaced by a grid given here
+    default, narrowed = frontier.DEFAULT, seen[5][1]
+    assert default.lr_grid("micro", "baseline") != default.lr_grid("mini", "baseline")
+    assert default.lr_grid("mini", "s6_r0.3") != default.lr_grid("micro", "s6_r0.3")
+    assert narrowed.flavor_lr_grids == {"mini": {"tst": default.lr_grid("mini", "s6_r0.3")}}
+    assert narrowed.lr_grid("mini", "baseline") == (1e-2,)
+    assert narrowed.lr_grid("mini", "s4_r0.3") == default.lr_grid("mini", "s4_r0.3")
     assert seen[0][1] == frontier.DEFAULT and seen[1][1] == frontier.QUICK and seen[3][1] == bench.QUICK
     assert seen[2][1].dataset == "folder" and seen[2][1].dataset_path == str(corpus)
     assert (seen[4][1].seeds, seen[4][1].arms, seen[4][1].factors) == ((4, 5), ("s4_r0.3",), (0.5, 1.0, 2.0, 4.0))
@@ -320,7 +350,7 @@ def test_the_command_runs_the_frontier_by_default_and_the_pair_on_request(tmp_pa
         with pytest.raises(SystemExit) as e:
             bench_tool.main(argv)
         assert e.value.code == 2 and option in capsys.readouterr().err, argv
-    assert len(seen) == 5  # nothing started
+    assert len(seen) == 6  # nothing started
 
 
 # -- real training --------------------------------------------------------------------------------

@@ -83,6 +83,9 @@ class FrontierSetup:
     factors: tuple[float, ...] = FACTORS
     baseline_lr_grid: tuple[float, ...] = (3e-3, 6e-3, 1.2e-2)
     tst_lr_grid: tuple[float, ...] = (3e-3, 6e-3, 1.2e-2)  # each arm tuned on it, on its own
+    #: Per-flavor grids replacing the two above where named: ``{flavor: {"baseline" | "tst": grid}}``.
+    #: Sizes want different rates, and a grid wide enough for every size costs a run per extra point.
+    flavor_lr_grids: dict = field(default_factory=dict)
     seq_len: int = 128
     batch: int = 16
     evals_per_run: int = 16  # the validation interval is about N / evals_per_run (a multiple of 10)
@@ -95,19 +98,29 @@ class FrontierSetup:
     model_name: str = "tst_llama3"
     extra_overrides: tuple[str, ...] = ()  # torchtitan overrides added to every run (e.g. bf16 on GPU)
 
+    def lr_grid(self, flavor: str, arm: str) -> tuple[float, ...]:
+        """The learning rates ``arm`` (a TST arm or BASELINE) is tuned on at ``flavor``."""
+        role = "baseline" if arm == BASELINE else "tst"
+        default = self.baseline_lr_grid if role == "baseline" else self.tst_lr_grid
+        return tuple(self.flavor_lr_grids.get(flavor, {}).get(role, default))
+
 
 # The presets. Costs on an idle 2-core CPU, measured through torchtitan.train: micro 20 ms a step
 # and mini 57 ms (16 x 128, validation included), a process start 8.5 s, a checkpoint of the stable
-# run 0.6 s. A flavor's study trains (3 g + 23.5) N steps (g: grid size; 3 seeds, 2 arms) in
-# 3 g + 35 processes: QUICK (micro, N = 680) about 16 minutes, DEFAULT (micro N = 510, mini
-# N = 2400) about 100 minutes. Another process on the same cores can slow torch several-fold.
+# run 0.6 s. A flavor's study trains (3 g + 23.5) N steps with FACTORS (g: grid size; 3 seeds, 2
+# arms) in 3 g + 35 processes: QUICK (micro, N = 680) about 16 minutes. Another process on the same
+# cores can slow torch several-fold.
 # Measured with shuffled windows (2026-12-02, part of the time beside other work): QUICK 22.8
-# minutes of training processes; DEFAULT's micro 18.3 minutes, mini 70-75 ms a step in its tuning
-# runs (26 minutes for 9), so DEFAULT's three seeds take about 2.1 hours, over the 2-hour aim.
-# The default grid starts one step higher than the quick one: with shuffled windows every arm of the
-# quick study picked its grid's top rate, 1.2e-2 (results/frontier_quick.json, "at_grid_edge").
-DEFAULT = FrontierSetup(tokens_per_param=18.0, baseline_lr_grid=(6e-3, 1.2e-2, 2.4e-2),
-                        tst_lr_grid=(6e-3, 1.2e-2, 2.4e-2))
+# minutes of training processes; DEFAULT with the 4x length, micro 18.3 minutes and mini 70-82 ms a
+# step (N = 2400), three seeds about 2.1 hours, over the 2-hour aim. So DEFAULT stops its frontier
+# at 2.83 N (one stable run of 2.55 N instead of 3.6 N per seed: (3 g + 19) N steps, about 1.85
+# hours); its 2-seed study put the primary arm at 1.39x at mini, well inside 2.83.
+# Learning rates: in that 2-seed study (grids 6e-3..2.4e-2 for all) micro's baseline picked the
+# top, 2.4e-2, and mini's TST arms the bottom, 6e-3; each flavor's grid is centred on its pick.
+DEFAULT = FrontierSetup(tokens_per_param=18.0, factors=FACTORS[:-1], baseline_lr_grid=(6e-3, 1.2e-2, 2.4e-2),
+                        tst_lr_grid=(6e-3, 1.2e-2, 2.4e-2),
+                        flavor_lr_grids={"micro": {"baseline": (1.2e-2, 2.4e-2, 4.8e-2)},
+                                         "mini": {"tst": (3e-3, 6e-3, 1.2e-2)}})
 QUICK = FrontierSetup(flavors=("micro",), tokens_per_param=24.0)
 #: ``--device cuda``: a 22.5 M-parameter model on one GPU, bf16 autocast, about 8 minutes of
 #: training on an H200 (estimated, never run here) plus the processes' start-up.
@@ -183,6 +196,15 @@ def check_setup(setup: FrontierSetup) -> None:
                          f"frontier), got {list(factors)}")
     _positive_numbers(setup.baseline_lr_grid, "baseline_lr_grid")
     _positive_numbers(setup.tst_lr_grid, "tst_lr_grid")
+    if not isinstance(setup.flavor_lr_grids, dict):
+        raise ValueError(f"flavor_lr_grids must map flavor -> {{'baseline' | 'tst': grid}}, got {setup.flavor_lr_grids!r}")
+    for flavor, grids in setup.flavor_lr_grids.items():
+        if flavor not in setup.flavors:
+            raise ValueError(f"flavor_lr_grids: {flavor!r} is not one of the study's flavors {list(setup.flavors)}")
+        if not isinstance(grids, dict) or not grids or set(grids) - {"baseline", "tst"}:
+            raise ValueError(f"flavor_lr_grids[{flavor!r}] must map 'baseline' and/or 'tst' to a grid, got {grids!r}")
+        for role, grid in grids.items():
+            _positive_numbers(grid, f"flavor_lr_grids[{flavor!r}][{role!r}]")
     _positive_numbers((setup.tokens_per_param,), "tokens_per_param")
     for name in ("seq_len", "batch", "evals_per_run", "val_steps"):
         v = getattr(setup, name)
@@ -342,7 +364,7 @@ def total_steps(plans: list[FlavorPlan], setup: FrontierSetup) -> int:
     """Optimizer steps of the whole study (tuning, frontiers, TST arms, A/A): the ETA's total."""
     total = 0
     for p in plans:
-        grids = [setup.baseline_lr_grid] + [setup.tst_lr_grid] * len(setup.arms)
+        grids = [setup.lr_grid(p.flavor, arm) for arm in (BASELINE, *setup.arms)]
         total += sum(p.steps * len(g) for g in grids if len(g) > 1)
         total += len(setup.seeds) * (p.frontier_steps() + p.steps * (len(setup.arms) + 1))
     return total
@@ -437,9 +459,8 @@ def _study_flavor(plan, setup, out_dir, train, steptime, progress, runs, quiet):
               f"({plan.tokens_per_param:.1f} tokens/param), frontier lengths {list(plan.lengths)}, "
               f"seeds {list(setup.seeds)}, arms {list(setup.arms)}", flush=True)
     # 1. learning rates, each arm on its own grid
-    tuning = {BASELINE: _tune(plan, setup, BASELINE, setup.baseline_lr_grid, out_dir, train, progress, runs)}
-    for arm in setup.arms:
-        tuning[arm] = _tune(plan, setup, arm, setup.tst_lr_grid, out_dir, train, progress, runs)
+    tuning = {arm: _tune(plan, setup, arm, setup.lr_grid(flavor, arm), out_dir, train, progress, runs)
+              for arm in (BASELINE, *setup.arms)}
     lr = {k: v["chosen"] for k, v in tuning.items()}
     # 2. per seed: the frontier, each arm, the A/A replicate
     frontiers, treated, replicates, families = {}, {arm: {} for arm in setup.arms}, {}, {}

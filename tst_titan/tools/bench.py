@@ -95,6 +95,12 @@ def frontier_main(parser, argv) -> int:
             values = tuple(x.strip() for x in text.split(",")) if kind is str else \
                 _numbers(parser, "--" + option.replace("_", "-"), text, kind)
             setup = replace(setup, **{attr: values})
+            if option == "flavors":  # the preset's per-flavor grids, for the flavors still studied
+                setup = replace(setup, flavor_lr_grids={f: g for f, g in setup.flavor_lr_grids.items() if f in values})
+            elif option.endswith("lr_grid"):  # a grid given here is every flavor's
+                role = option.removesuffix("_lr_grid")
+                kept = {f: {r: g for r, g in grids.items() if r != role} for f, grids in setup.flavor_lr_grids.items()}
+                setup = replace(setup, flavor_lr_grids={f: grids for f, grids in kept.items() if grids})
     for option in ("tokens_per_param", "steptime_steps"):
         if getattr(args, option) is not None:
             setup = replace(setup, **{option: getattr(args, option)})

@@ -324,7 +324,7 @@ def test_the_command_runs_the_frontier_by_default_and_the_pair_on_request(tmp_pa
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     corpus = tmp_path / "texts"
     corpus.mkdir()
-    for argv in ([], ["--quick"], ["--quick", "--corpus", str(corpus)], ["pair", "--quick"],
+    for argv in (["frontier"], ["--quick"], ["--quick", "--corpus", str(corpus)], ["pair", "--quick"],
                  ["--seeds", "4,5", "--arms", "s4_r0.3", "--factors", "0.5,1,2,4"],
                  ["--flavors", "mini", "--baseline-lr-grid", "1e-2"]):
         with pytest.raises(SystemExit):

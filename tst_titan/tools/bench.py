@@ -2,10 +2,11 @@
 
 Commands (each prints a table and writes JSON, and a plot where it has one):
 
-* ``python -m tst_titan.tools.bench [--quick] [--device cuda] [--corpus DIR]`` — the study
+* ``python -m tst_titan.tools.bench [frontier] [--quick] [--device cuda] [--corpus DIR]`` — the study
   (:mod:`tst_titan.experiments.frontier`): per model size, TST arms (s = 6 and 4, r = 0.3) against
-  a frontier of fully trained warmup-stable-decay baselines of 0.5x to 4x the TST run's length,
-  over seeds, each arm's learning rate tuned on its own grid. Reports first the iso-loss speedup
+  a frontier of fully trained warmup-stable-decay baselines of 0.5x to 2.83x the TST run's length
+  (4x with ``--quick``), over seeds, each arm's learning rate tuned on its own grid (per flavor in
+  the default preset). Reports first the iso-loss speedup
   (frontier FLOPs to reach TST's final val loss / TST's FLOPs, bootstrap and t 95% intervals),
   then the equal-FLOPs loss difference, wall-clock speedup, the A/A control and the old (biased)
   first-crossing figure. Writes ``frontier.json`` and ``frontier.png``. Default: micro and mini
@@ -35,7 +36,7 @@ from dataclasses import replace
 from tst_titan.datastore.store import CorpusMismatchError
 from tst_titan.experiments import bench, frontier
 
-COMMANDS = ("pair", "regime", "loss")
+COMMANDS = ("frontier", "pair", "regime", "loss")  # no command: frontier
 
 
 def _numbers(parser, option: str, text: str, kind=float) -> tuple:

@@ -333,6 +333,9 @@ def test_the_command_runs_the_frontier_by_default_and_the_pair_on_request(tmp_pa
         ("frontier", os.path.join("outputs", "frontier")), ("frontier", os.path.join("outputs", "frontier_quick")),
         ("frontier", os.path.join("outputs", "frontier_quick-texts")), ("pair", os.path.join("outputs", "bench_quick")),
         ("frontier", os.path.join("outputs", "frontier")), ("frontier", os.path.join("outputs", "frontier"))]
+    # every folder the command writes by default is one the notebooks look in
+    assert all(out in pairs.BENCH_DIRS for kind, _, out in seen if not out.endswith("-texts"))
+    assert os.path.join("outputs", "frontier") in pairs.FRONTIER_DIRS
     # the preset's per-flavor grids: kept for the flavors still studied, replaced by a grid given here
     default, narrowed = frontier.DEFAULT, seen[5][1]
     assert default.lr_grid("micro", "baseline") != default.lr_grid("mini", "baseline")

@@ -22,16 +22,20 @@ from tst_titan.run_files import METRICS_FILE
 DEMO_DIR = os.path.join("outputs", "notebook_demo")
 #: ``<dir>/tst`` and ``<dir>/baseline``: the runs the notebooks read instead of the defaults.
 RUNS_ENV = "TST_NOTEBOOK_RUNS"
+#: Where ``python -m tst_titan.tools.bench`` writes, per (command, preset), under ``outputs/`` (a
+#: study of another corpus adds ``-<its folder's name>``): the folders the notebooks look in.
+OUTPUT_FOLDERS = {("frontier", "default"): "frontier", ("frontier", "quick"): "frontier_quick",
+                  ("frontier", "cuda"): "frontier_cuda", ("pair", "default"): "bench", ("pair", "quick"): "bench_quick"}
 #: Benchmark outputs the notebooks look for, the newest first: the frontier study's
-#: (``python -m tst_titan.tools.bench [--quick]``, its ``pair.json``) and the one-pair view's
-#: (``python -m tst_titan.tools.bench pair [--quick]``, its ``tst/`` and ``baseline/``).
-BENCH_DIRS = tuple(os.path.join("outputs", d) for d in ("frontier", "frontier_quick", "bench", "bench_quick"))
+#: (``python -m tst_titan.tools.bench [--quick | --device cuda]``, its ``pair.json``) and the one-pair
+#: view's (``python -m tst_titan.tools.bench pair [--quick]``, its ``tst/`` and ``baseline/``).
+BENCH_DIRS = tuple(os.path.join("outputs", d) for d in OUTPUT_FOLDERS.values())
 #: The frontier study's pointer to the pair the notebooks read (see :func:`write_pair_record`).
 PAIR_FILE = "pair.json"
 #: A frontier.json the notebooks read instead of the defaults.
 FRONTIER_ENV = "TST_FRONTIER"
 #: The frontier studies' output folders (newest first) and, without any, the committed results.
-FRONTIER_DIRS = tuple(os.path.join("outputs", d) for d in ("frontier", "frontier_quick"))
+FRONTIER_DIRS = tuple(os.path.join("outputs", d) for (command, _), d in OUTPUT_FOLDERS.items() if command == "frontier")
 FRONTIER_RESULTS = tuple(os.path.join("results", f) for f in ("frontier.json", "frontier_quick.json"))
 
 

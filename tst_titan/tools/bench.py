@@ -34,7 +34,7 @@ import sys
 from dataclasses import replace
 
 from tst_titan.datastore.store import CorpusMismatchError
-from tst_titan.experiments import bench, frontier
+from tst_titan.experiments import bench, frontier, pairs
 
 COMMANDS = ("frontier", "pair", "regime", "loss")  # no command: frontier
 
@@ -109,8 +109,8 @@ def frontier_main(parser, argv) -> int:
         frontier.check_setup(setup)
     except ValueError as e:
         parser.error(str(e))
-    preset = "frontier_cuda" if args.device == "cuda" else "frontier_quick" if args.quick else "frontier"
-    out = _out(args, preset)
+    preset = "cuda" if args.device == "cuda" else "quick" if args.quick else "default"
+    out = _out(args, pairs.OUTPUT_FOLDERS["frontier", preset])
     try:
         result = frontier.frontier(setup, out, quiet=args.quiet)
     except CorpusMismatchError as e:
@@ -139,7 +139,7 @@ def pair_main(parser, argv) -> int:
         setup = replace(setup, lr_grid=_numbers(parser, "--lr-grid", args.lr_grid))
     if setup.steps < 10 or setup.k < 1:
         parser.error("--steps must be >= 10 and --k >= 1")
-    out = _out(args, "bench_quick" if args.quick else "bench")
+    out = _out(args, pairs.OUTPUT_FOLDERS["pair", "quick" if args.quick else "default"])
     result = bench.bench(setup, out, quiet=args.quiet)
     bench.print_table(result)
     for name in ("tst", "baseline"):

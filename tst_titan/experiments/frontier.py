@@ -105,20 +105,21 @@ class FrontierSetup:
         return tuple(self.flavor_lr_grids.get(flavor, {}).get(role, default))
 
 
-# The presets. Costs on an idle 2-core CPU, measured through torchtitan.train: micro 20 ms a step
-# and mini 57 ms (16 x 128, validation included), a process start 8.5 s, a checkpoint of the stable
-# run 0.6 s. A flavor's study trains (3 g + 23.5) N steps with FACTORS (g: grid size; 3 seeds, 2
-# arms) in 3 g + 35 processes: QUICK (micro, N = 680) about 16 minutes. Another process on the same
-# cores can slow torch several-fold.
-# Measured with shuffled windows (2026-12-02, part of the time beside other work): QUICK 22.8
-# minutes of training processes; DEFAULT with the 4x length, micro 18.3 minutes and mini 70-82 ms a
-# step (N = 2400), three seeds about 2.1 hours, over the 2-hour aim. So DEFAULT stops its frontier
-# at 2.83 N (one stable run of 2.55 N instead of 3.6 N per seed: (3 g + 19) N steps, about 1.85
-# hours); its 2-seed study put the primary arm at 1.39x at mini, well inside 2.83.
+# The presets. A flavor's study trains 3 g N steps of tuning (g: grid size, 3 arms) and per seed
+# the frontier's stable run and branches plus 3 N-step runs (2 arms, the A/A control), about 10
+# processes a seed. Costs through torchtitan.train on an idle 2-core CPU (2026-12-02, windows
+# shuffled): micro about 20 ms a step; mini 91 s for a 2400-step run, process start and validation
+# included (38 ms a step; 57-82 ms were measured beside other work: another process on the same
+# cores slows torch several-fold). QUICK (micro, N = 680, 3 seeds): 22.8 minutes of training
+# processes, part of them beside other work. DEFAULT's micro: about 10 minutes for 3 seeds.
+# DEFAULT stops the frontier at 2.83 N (a first 2-seed study put the primary arm at 1.39x at mini;
+# a speedup beyond the last length is reported as a bound) and trains five seeds, decided before
+# the three-seed figures were read: the 2-seed A/A control at mini read 1.20x, seed noise as large
+# as any effect, and five seeds fit the 2-hour aim at the idle pace.
 # Learning rates: in that 2-seed study (grids 6e-3..2.4e-2 for all) micro's baseline picked the
 # top, 2.4e-2, and mini's TST arms the bottom, 6e-3; each flavor's grid is centred on its pick.
-DEFAULT = FrontierSetup(tokens_per_param=18.0, factors=FACTORS[:-1], baseline_lr_grid=(6e-3, 1.2e-2, 2.4e-2),
-                        tst_lr_grid=(6e-3, 1.2e-2, 2.4e-2),
+DEFAULT = FrontierSetup(tokens_per_param=18.0, factors=FACTORS[:-1], seeds=(1, 2, 3, 4, 5),
+                        baseline_lr_grid=(6e-3, 1.2e-2, 2.4e-2), tst_lr_grid=(6e-3, 1.2e-2, 2.4e-2),
                         flavor_lr_grids={"micro": {"baseline": (1.2e-2, 2.4e-2, 4.8e-2)},
                                          "mini": {"tst": (3e-3, 6e-3, 1.2e-2)}})
 QUICK = FrontierSetup(flavors=("micro",), tokens_per_param=24.0)

@@ -110,8 +110,10 @@ class FrontierSetup:
 # processes a seed. Costs through torchtitan.train on an idle 2-core CPU (2026-12-02, windows
 # shuffled): micro about 20 ms a step; mini 91 s for a 2400-step run, process start and validation
 # included (38 ms a step; 57-82 ms were measured beside other work: another process on the same
-# cores slows torch several-fold). QUICK (micro, N = 680, 3 seeds): 22.8 minutes of training
-# processes, part of them beside other work. DEFAULT's micro: about 10 minutes for 3 seeds.
+# cores slows torch several-fold). QUICK (micro, N = 680, 3 seeds): 12.8 minutes of training
+# processes on an idle machine (results/frontier_quick.json). DEFAULT's micro: about 10 minutes
+# for 3 seeds; DEFAULT's five seeds: 108.9 minutes, 14 of them beside another run
+# (results/frontier.json).
 # DEFAULT stops the frontier at 2.83 N (a first 2-seed study put the primary arm at 1.39x at mini;
 # a speedup beyond the last length is reported as a bound) and trains five seeds, decided before
 # the three-seed figures were read: the 2-seed A/A control at mini read 1.20x, seed noise as large

@@ -22,7 +22,8 @@ from tests.helpers.distributed import run_on_processes
 from tst_titan.analysis.frontier import aa_control, summary_row
 from tst_titan.datastore.store import CorpusMismatchError
 from tst_titan.experiments import bench, frontier, pairs, steptime
-from tst_titan.experiments.runner import BASE_CONFIG, RUN_RECORD, finished_run, run_training, training_command
+from tst_titan.experiments.runner import (BASE_CONFIG, RUN_RECORD, finished_run, run_settings, run_training,
+                                         training_command)
 from tst_titan.run_files import read_metrics
 from tst_titan.tools import bench as bench_tool
 
@@ -124,7 +125,7 @@ class FakeTrainer:
         with open(os.path.join(dump, "metrics.jsonl"), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         with open(record_path, "w") as f:
-            json.dump({"overrides": overrides, "config": config, "steps": steps, "process_wall_s": 0.25 * steps}, f)
+            json.dump({**run_settings(overrides, config, steps), "process_wall_s": 0.25 * steps}, f)
         return {"rows": read_metrics(dump)}
 
 
@@ -373,8 +374,7 @@ def in_process_train(name, overrides, out_dir, steps, progress=None, config=BASE
     finally:
         trainer.close()
     record = {"name": name, "dump": dump, "process_wall_s": None, "peak_memory_gib": None,
-              "command": training_command(config, dump, overrides), "config": config, "overrides": overrides,
-              "steps": steps}
+              "command": training_command(config, dump, overrides), **run_settings(overrides, config, steps)}
     with open(record_path, "w") as f:
         json.dump(record, f)
     return dict(record, rows=read_metrics(dump))

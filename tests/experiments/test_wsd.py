@@ -13,7 +13,7 @@ from torchtitan.config import LRScheduler
 
 from tests.helpers.trainer import Plan, compared, metrics_rows, run_plans
 from tst_titan.experiments import wsd
-from tst_titan.experiments.runner import Progress
+from tst_titan.experiments.runner import Progress, run_settings
 
 
 def torchtitan_lrs(steps, warmup, decay_ratio, total_steps=None):
@@ -162,7 +162,7 @@ def _fake_train(calls):
         with open(os.path.join(dump, "metrics.jsonl"), "w") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
         with open(os.path.join(dump, "bench_run.json"), "w") as f:
-            json.dump({"overrides": overrides, "config": config, "steps": steps}, f)
+            json.dump(run_settings(overrides, config, steps), f)
         return {"rows": rows}
 
     return fake_train

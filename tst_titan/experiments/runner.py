@@ -4,6 +4,8 @@ notebooks' demo pair go through here). Processes run in the current directory.""
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -25,6 +27,10 @@ from tst_titan.train_spec import config_path
 BASE_CONFIG = config_path("debug_tst.toml")
 #: What :func:`run_training` writes in a finished run's folder, and reads back to reuse it.
 RUN_RECORD = "bench_run.json"
+#: The package's parts a training process never imports (measurement, analysis, commands): editing
+#: them does not change what a run trains, so it does not invalidate finished runs.
+NOT_TRAINING_CODE = ("analysis", "evaluation", "experiments", "export", "tools")
+PACKAGE_DIR = os.path.dirname(os.path.abspath(tst_titan.__file__))
 
 
 def free_port() -> int:
@@ -73,6 +79,48 @@ def start_training(cmd: list[str], log, env: dict | None = None) -> subprocess.P
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=os.getcwd())
 
 
+def training_source_sha256(config: str, package_dir: str = PACKAGE_DIR) -> str:
+    """A hash of everything that decides what a run trains besides its command line: the source of
+    the package's training code (every ``.py`` file under ``package_dir`` outside
+    :data:`NOT_TRAINING_CODE`, by relative path and content), the config file's content, and the
+    torch and torchtitan versions. Two runs with the same overrides and this hash train the same
+    thing; a run recorded with another hash was trained by other code and is not reused."""
+    return _source_sha256(os.path.abspath(config), os.path.abspath(package_dir), torch.__version__,
+                          torchtitan.__version__)
+
+
+@functools.lru_cache(maxsize=None)
+def _source_sha256(config: str, package_dir: str, *versions_: str) -> str:
+    # cached: a study asks once per run, and the source does not change under a running study
+    digest = hashlib.sha256("\0".join(versions_).encode())
+    files = []
+    for folder, dirs, names in os.walk(package_dir):
+        rel = os.path.relpath(folder, package_dir)
+        if rel == ".":
+            dirs[:] = [d for d in dirs if d not in NOT_TRAINING_CODE]
+        dirs.sort()
+        files += [os.path.join(folder, n) for n in names if n.endswith(".py")]
+    for path in sorted(files, key=lambda p: os.path.relpath(p, package_dir)):
+        with open(path, "rb") as f:
+            digest.update(f"\0{os.path.relpath(path, package_dir)}\0".encode() + f.read())
+    with open(config, "rb") as f:
+        digest.update(b"\0config\0" + f.read())
+    return digest.hexdigest()
+
+
+def run_settings(overrides: list[str], config: str, steps: int) -> dict:
+    """What a run record must match for the run to be reused: the command line, the config, the
+    length and :func:`training_source_sha256`."""
+    return {"config": config, "overrides": overrides, "steps": steps,
+            "source_sha256": training_source_sha256(config)}
+
+
+def same_settings(record: dict, overrides: list[str], config: str, steps: int) -> bool:
+    """Was the run of ``record`` (a run record) trained with these settings, by this code?"""
+    want = run_settings(overrides, config, steps)
+    return all(record.get(k) == v for k, v in want.items())
+
+
 def run_training(name: str, overrides: list[str], out_dir: str, steps: int,
                  progress: Progress | None = None, config: str = BASE_CONFIG, reuse: bool = False) -> dict:
     """Train one run in a fresh ``python -m torchtitan.train`` process; return its metrics rows,
@@ -113,19 +161,20 @@ def run_training(name: str, overrides: list[str], out_dir: str, steps: int,
     memory = [float(m) for m in re.findall(r"memory:\s+([\d.]+)GiB", log_text)]
     record = {"name": name, "dump": dump, "process_wall_s": wall,
               "peak_memory_gib": max(memory) if memory else None, "command": cmd,
-              "config": config, "overrides": overrides, "steps": steps}
+              **run_settings(overrides, config, steps)}
     with open(record_path, "w") as f:
         json.dump(record, f, indent=2)
     return dict(record, rows=read_metrics(dump))
 
 
 def finished_run(record_path: str, overrides: list[str], config: str, steps: int) -> dict | None:
-    """The run recorded at ``record_path`` if it finished with exactly these settings, else None."""
+    """The run recorded at ``record_path`` if it finished with exactly these settings and was
+    trained by this code (:func:`same_settings`), else None."""
     if not os.path.exists(record_path):
         return None
     with open(record_path) as f:
         record = json.load(f)
-    if (record.get("overrides"), record.get("config"), record.get("steps")) != (overrides, config, steps):
+    if not same_settings(record, overrides, config, steps):
         return None
     rows = read_metrics(os.path.dirname(record_path))
     if not rows or rows[-1]["step"] != steps or "val_loss" not in rows[-1]:

@@ -35,7 +35,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
-from tst_titan.experiments.runner import BASE_CONFIG, RUN_RECORD, Progress, run_training
+from tst_titan.experiments.runner import BASE_CONFIG, RUN_RECORD, Progress, run_training, same_settings
 from tst_titan.run_files import read_metrics
 
 #: The paper's schedule: decay over the last 10% of a run.
@@ -238,14 +238,15 @@ def wsd_rows(plan: WSDPlan, rows_of, steps: int) -> list[dict]:
 
 
 def _finished(dump: str, spec: RunSpec, config: str, checkpoints) -> bool:
-    """A stable run finished with these settings: its record and the checkpoints of its
-    branch points (``checkpoints``; a segment's: its last step)."""
+    """A stable run finished with these settings, by this code (its record, see
+    :func:`~tst_titan.experiments.runner.same_settings`) and the checkpoints of its branch points
+    (``checkpoints``; a segment's: its last step)."""
     record_path = os.path.join(dump, RUN_RECORD)
     if not os.path.exists(record_path):
         return False
     with open(record_path) as f:
         record = json.load(f)
-    if (record.get("overrides"), record.get("config"), record.get("steps")) != (spec.overrides, config, spec.steps):
+    if not same_settings(record, spec.overrides, config, spec.steps):
         return False
     return all(os.path.exists(os.path.join(dump, "checkpoint", f"step-{k}", ".metadata")) for k in checkpoints)
 

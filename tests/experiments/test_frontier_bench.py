@@ -19,7 +19,7 @@ from torchtitan.train import Trainer
 
 import tst_titan.config  # noqa: F401  (activates the extension here: tst_* specs, CPU mode)
 from tests.helpers.distributed import run_on_processes
-from tst_titan.analysis.frontier import aa_control, summary_row
+from tst_titan.analysis.frontier import aa_control, interval_coverage, summary_row
 from tst_titan.datastore.store import CorpusMismatchError
 from tst_titan.experiments import bench, frontier, pairs, steptime
 from tst_titan.experiments.runner import (BASE_CONFIG, RUN_RECORD, finished_run, run_settings, run_training,
@@ -184,8 +184,9 @@ def test_frontier_json_holds_every_run_and_figure_and_a_second_call_trains_nothi
             assert p["speedup"] == pytest.approx(factor[p["seed"]], rel=1e-12)
         geo = math.exp(np.mean(np.log(list(factor.values()))))
         assert iso["geometric_mean"] == pytest.approx(geo, rel=1e-12)
-        # 3 seeds: the bootstrap's 95% interval is the range of the per-seed values
-        assert iso["ci95"] == pytest.approx([min(factor.values()), max(factor.values())], rel=1e-12)
+        # 3 seeds: both bootstrap intervals are the range of the per-seed values
+        assert iso["ci95"] == iso["ci95_percentile"] == pytest.approx([min(factor.values()), max(factor.values())],
+                                                                      rel=1e-12)
         delta = r["equal_flops_delta"]
         assert delta["mean"] == pytest.approx(-np.mean(np.log(list(factor.values()))), rel=1e-12)
         assert len(delta["ci95"]) == 2
@@ -269,6 +270,76 @@ def test_a_frontier_that_cannot_bracket_tst_reports_a_bound(tmp_path):
     iso = result["summary"][0]["iso_loss_speedup"]
     assert iso["bound"] == ">" and iso["median"] is None and iso["value"] == pytest.approx(1.0)
     assert frontier.format_speedup(iso) == "> 1.00x"
+
+
+@pytest.mark.usefixtures("embedded_store")
+def test_reanalyse_recomputes_a_studys_figures_from_its_runs(tmp_path, capsys):
+    out = str(tmp_path / "study")
+    frontier.frontier(TINY, out, quiet=True, train=FakeTrainer(), steptime=fake_steptime)
+    path = os.path.join(out, frontier.FRONTIER_FILE)
+    study = json.loads(open(path).read())
+    figures = ("summary", "aa_control", "targets", "old_metric")
+    # fed its own study, it returns the study's figures
+    again = json.loads(json.dumps(frontier.reanalyse(study, source=path)))
+    assert {k: again[k] for k in figures} == {k: study[k] for k in figures}
+    assert again["runs"] == study["runs"] and again["reanalysis"]["source"] == path
+    # figures lost or stale are computed again from the runs: TST s6 of seed 2 recorded as worth
+    # 1.5 N instead of 1.3 N moves that seed's speedup, the mean and the old metric's same-seed
+    # figure only where seed 2 enters
+    edited = json.loads(json.dumps(study))
+    edited["summary"] = []
+    run = next(r for r in edited["runs"] if r["arm"] == "s6_r0.3" and r["seed"] == 2 and r["role"] == "treatment")
+    run["final_val_loss"] = law(1.5 * 40, 2)
+    redone = frontier.reanalyse(edited)
+    per_seed = {p["seed"]: p["speedup"] for p in redone["summary"][0]["iso_loss_speedup"]["per_seed"]}
+    assert per_seed == pytest.approx({1: 1.25, 2: 1.5, 3: 1.35}, rel=1e-12)
+    assert redone["summary"][1] == again["summary"][1] and redone["aa_control"] == again["aa_control"]
+    assert redone["old_metric"]["tiny"]["iso_loss_speedup_same_seed"]["value"] == pytest.approx(1.25, rel=1e-12)
+    # the command: written where --out says, the source untouched; in place without --out
+    other = str(tmp_path / "other")
+    assert bench_tool.main(["reanalyse", path, "--out", other]) == 0
+    written = json.loads(open(os.path.join(other, frontier.FRONTIER_FILE)).read())
+    assert {k: written[k] for k in figures} == {k: study[k] for k in figures}
+    assert os.path.getsize(os.path.join(other, "frontier.png")) > 10_000
+    assert json.loads(open(path).read()) == study
+    assert bench_tool.main(["reanalyse", out]) == 0
+    assert json.loads(open(path).read())["reanalysis"]["source"] == path
+    # a study under another name is rewritten in place, its figure beside it, nothing else touched
+    named = tmp_path / "other" / "frontier_quick.json"
+    shutil.copy(path, named)
+    before = open(os.path.join(other, frontier.FRONTIER_FILE)).read()
+    assert bench_tool.main(["reanalyse", str(named)]) == 0
+    assert json.loads(named.read_text())["reanalysis"]["source"] == str(named)
+    assert os.path.getsize(tmp_path / "other" / "frontier_quick.png") > 10_000
+    assert open(os.path.join(other, frontier.FRONTIER_FILE)).read() == before
+    # --out holding another study's figures: refused, nothing written
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        bench_tool.main(["reanalyse", str(named), "--out", other])
+    assert e.value.code == 2 and "holds another study's figures" in capsys.readouterr().err
+    assert open(os.path.join(other, frontier.FRONTIER_FILE)).read() == before
+    # not a study: a clear error naming what is missing
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"runs": []}))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        bench_tool.main(["reanalyse", str(bad)])
+    assert e.value.code == 2 and "not a frontier.json: no 'plans'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        bench_tool.main(["reanalyse", str(tmp_path / "missing.json")])
+    assert e.value.code == 2 and "cannot read a study" in capsys.readouterr().err
+
+
+def test_the_coverage_command_writes_the_simulation(tmp_path, capsys):
+    assert bench_tool.main(["coverage", "--n-seeds", "3,5", "--reps", "100", "--out", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / bench_tool.COVERAGE_FILE).read_text())
+    assert written == json.loads(json.dumps(interval_coverage((3, 5), reps=100)))
+    assert "bootstrap, expanded" in capsys.readouterr().out
+    for argv, message in ((["--n-seeds", "1,5"], "n_seeds"), (["--n-seeds", "a"], "--n-seeds"),
+                          (["--reps", "10"], "reps")):
+        with pytest.raises(SystemExit) as e:
+            bench_tool.main(["coverage", *argv, "--out", str(tmp_path)])
+        assert e.value.code == 2 and message in capsys.readouterr().err, argv
 
 
 def _refuse_training(*args, **kwargs):

@@ -46,6 +46,7 @@ from dataclasses import asdict, dataclass, field, replace
 
 import torch
 
+import tst_titan
 from tst_titan.analysis.frontier import (AA_ARM, MIN_SEEDS, first_crossing_speedup, mean_tst_step_s, plot_frontier,
                                          summary_row)
 from tst_titan.datastore.store import corpus_record
@@ -124,13 +125,34 @@ DEFAULT = FrontierSetup(tokens_per_param=18.0, factors=FACTORS[:-1], seeds=(1, 2
                         baseline_lr_grid=(6e-3, 1.2e-2, 2.4e-2), tst_lr_grid=(6e-3, 1.2e-2, 2.4e-2),
                         flavor_lr_grids={"micro": {"baseline": (1.2e-2, 2.4e-2, 4.8e-2)},
                                          "mini": {"tst": (3e-3, 6e-3, 1.2e-2)}})
-QUICK = FrontierSetup(flavors=("micro",), tokens_per_param=24.0)
+# QUICK's grids are DEFAULT's micro grids: on the narrower 3e-3..1.2e-2 (until 2026-12-02) every
+# arm picked the top rate.
+QUICK = FrontierSetup(flavors=("micro",), tokens_per_param=24.0, baseline_lr_grid=(1.2e-2, 2.4e-2, 4.8e-2),
+                      tst_lr_grid=(6e-3, 1.2e-2, 2.4e-2))
 #: ``--device cuda``: a 22.5 M-parameter model on one GPU, bf16 autocast, about 8 minutes of
 #: training on an H200 (estimated, never run here) plus the processes' start-up.
 CUDA = FrontierSetup(flavors=("small",), tokens_per_param=0.8, batch=32, seq_len=512, device="cuda",
                      baseline_lr_grid=(1e-3, 2e-3), tst_lr_grid=(1e-3, 2e-3), val_steps=32,
                      extra_overrides=("--training.mixed_precision_param", "bfloat16"))
 PRESETS = {"default": DEFAULT, "quick": QUICK, "cuda": CUDA}
+
+
+#: What frontier.json's figures are, written into it.
+NOTES = {
+    "iso_loss_speedup": "baseline-frontier FLOPs to reach TST's final val loss / TST's FLOPs, per seed "
+                        "(interpolated in log FLOPs between the bracketing baselines; iso_loss_speedup_fit: "
+                        "the power law L = E + A C^-alpha); the geometric mean over seeds; median and ci95 "
+                        "from a bootstrap over seeds, ci95 the expanded percentile interval (Hesterberg 2015; "
+                        "ci95_percentile the plain 2.5-97.5% one, too narrow with few seeds: 84% coverage "
+                        "at 5); ci95_t: Student t on the log speedups, the interval to trust with few "
+                        "seeds; a bound ('>' or '<') where the frontier does not bracket TST's loss",
+    "equal_flops_delta": "TST final val loss - frontier loss at TST's FLOPs, mean over seeds, Student t",
+    "old_metric": "biased: the baseline's learning rate has not decayed where it is read",
+    "runs_wall_s": "wall time of the study's training processes summed over every invocation (a resumed "
+                   "study's total_wall_s is only its last invocation's); step-time measurements excluded",
+    "window_order": "every run draws its samples' windows in a random order seeded by its data "
+                    "seed (tst.window_order = shuffled), not one after the other",
+}
 
 
 # -- the plan ------------------------------------------------------------------------------------
@@ -402,30 +424,13 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
         "plans": {p.flavor: {k: v for k, v in asdict(p).items() if k != "bench"} for p in plans},
         "primary_arm": PRIMARY_ARM, "runs": runs, "tuning": tuning, "summary": rows, "aa_control": aa,
         "old_metric": old, "step_times": step_times,
-        "targets": _targets(rows, aa, plans),
+        "targets": _targets(rows, aa, max(plans, key=lambda p: p.parameters).flavor),
         "frontier_checks": checks,
-        "notes": {
-            "iso_loss_speedup": "baseline-frontier FLOPs to reach TST's final val loss / TST's FLOPs, per seed "
-                                "(interpolated in log FLOPs between the bracketing baselines; iso_loss_speedup_fit: "
-                                "the power law L = E + A C^-alpha); median and ci95 from a bootstrap over seeds "
-                                "(with 3 seeds ci95 is the range of the per-seed values); ci95_t: Student t on "
-                                "the log speedups, the interval to trust with few seeds; a bound ('>' or '<') "
-                                "where the frontier does not bracket TST's loss",
-            "equal_flops_delta": "TST final val loss - frontier loss at TST's FLOPs, mean over seeds, Student t",
-            "old_metric": "biased: the baseline's learning rate has not decayed where it is read",
-            "runs_wall_s": "wall time of the study's training processes summed over every invocation (a resumed "
-                           "study's total_wall_s is only its last invocation's); step-time measurements excluded",
-            "window_order": "every run draws its samples' windows in a random order seeded by its data "
-                            "seed (tst.window_order = shuffled), not one after the other",
-        },
+        "notes": NOTES,
     }
     result["total_wall_s"] = time.perf_counter() - t_start
     result["runs_wall_s"] = runs_wall_s(out_dir)
-    with open(os.path.join(out_dir, FRONTIER_FILE), "w") as f:
-        json.dump(result, f, indent=1)
-    plotted = [r for r in rows + list(aa.values()) if r.get("error") is None]
-    if plotted:
-        plot_frontier({"rows": plotted}, os.path.join(out_dir, "frontier.png"))
+    write_result(result, os.path.join(out_dir, FRONTIER_FILE))
     return result
 
 
@@ -516,8 +521,8 @@ def _study_flavor(plan, setup, out_dir, train, steptime, progress, runs, quiet):
     # 4. the figures
     rows = []
     for arm in setup.arms:
-        rows.append(_row(flavor, plan, arm, frontiers, treated[arm], times[arm]))
-    aa = _row(flavor, plan, AA_ARM, frontiers, replicates, None)
+        rows.append(_row(flavor, plan.tokens_per_param, plan.parameters, arm, frontiers, treated[arm], times[arm]))
+    aa = _row(flavor, plan.tokens_per_param, plan.parameters, AA_ARM, frontiers, replicates, None)
     old = _old_metric(plan, setup, families, treated, rows)
     return rows, aa, tuning, times, old
 
@@ -534,17 +539,16 @@ def _monotone(runs, flavor) -> dict:
     return out
 
 
-def _row(flavor, plan, arm, frontiers, treatment, times) -> dict:
+def _row(flavor, tokens_per_param, parameters, arm, frontiers, treatment, times) -> dict:
     """summary_row, or (when the runs cannot be read as a frontier, e.g. a longer run ending
     higher) the reason, kept in the row."""
     step = {} if times is None else {"baseline_step_s": times["baseline_step_s"],
                                      "tst_mean_step_s": times["tst_mean_step_s"]}
     try:  # arm AA_ARM: the iso-loss speedup is aa_control's (ci95_contains_1 ...)
-        return summary_row(flavor, plan.tokens_per_param, arm, frontiers, treatment, parameters=plan.parameters,
-                           **step)
+        return summary_row(flavor, tokens_per_param, arm, frontiers, treatment, parameters=parameters, **step)
     except ValueError as e:
-        return {"flavor": flavor, "tokens_per_param": plan.tokens_per_param, "arm": arm,
-                "parameters": plan.parameters, "equal_flops_delta": None, "iso_loss_speedup": None,
+        return {"flavor": flavor, "tokens_per_param": tokens_per_param, "arm": arm,
+                "parameters": parameters, "equal_flops_delta": None, "iso_loss_speedup": None,
                 "iso_loss_speedup_fit": None, "wall_clock_speedup": None,
                 "frontiers": [{"seed": s, "runs": [list(p) for p in pts]} for s, pts in frontiers.items()],
                 "treatment": {str(s): list(p) for s, p in treatment.items()}, "error": str(e)}
@@ -571,8 +575,9 @@ def _old_metric(plan, setup, families, treated, rows) -> dict:
                     "(decayed) loss; shown to measure the bias, not as a result"}
 
 
-def _targets(rows, aa, plans) -> dict:
-    largest = max(plans, key=lambda p: p.parameters).flavor
+def _targets(rows, aa, largest: str) -> dict:
+    """The issue's targets read off the rows: the primary arm's lower bounds at the ``largest``
+    flavor, the A/A control's median and intervals."""
     primary = next((r for r in rows if r["flavor"] == largest and r["arm"] == PRIMARY_ARM), None)
     out = {"largest_flavor": largest, "primary_arm": PRIMARY_ARM, "lower_bound_target": TARGET_LOWER_BOUND,
            "aa_target": list(AA_TARGET)}
@@ -588,6 +593,60 @@ def _targets(rows, aa, plans) -> dict:
                 "median_within": AA_TARGET[0] <= a["median"] <= AA_TARGET[1],
                 "ci95_contains_1": a.get("ci95_contains_1"), "ci95_t_contains_1": a.get("ci95_t_contains_1")}
     return out
+
+
+# -- the figures again, from a study's runs ------------------------------------------------------------
+def reanalyse(result: dict, source: str | None = None) -> dict:
+    """A study's figures (``summary``, ``aa_control``, ``targets``, the old metric's same-seed
+    iso-loss figure) computed again from what ``frontier.json`` keeps of every run (its role, seed,
+    arm, FLOPs and final loss) and of the step times, by today's statistics: a change of analysis
+    does not need the runs trained again. The rest (runs, tuning, corpus, versions ...) is kept;
+    ``reanalysis`` says where the runs came from. Fed the JSON of a study, it returns that study's
+    figures (tested)."""
+    for key in ("plans", "runs", "setup", "step_times", "old_metric"):
+        if key not in result:
+            raise ValueError(f"not a frontier.json: no {key!r} (keys: {sorted(result)})")
+    runs, rows, aa = result["runs"], [], {}
+    for flavor, plan in result["plans"].items():
+        mine = [r for r in runs if r["flavor"] == flavor]
+        seeds = sorted({r["seed"] for r in mine if r["role"] == "frontier"})
+        frontiers = {s: [(r["flops"], r["final_val_loss"]) for r in mine if r["seed"] == s and r["role"] == "frontier"]
+                     for s in seeds}
+
+        def points(arm, role):
+            return {r["seed"]: (r["flops"], r["final_val_loss"]) for r in mine if r["arm"] == arm and r["role"] == role}
+
+        for arm in result["setup"]["arms"]:
+            rows.append(_row(flavor, plan["tokens_per_param"], plan["parameters"], arm, frontiers,
+                             points(arm, "treatment"), result["step_times"][flavor][arm]))
+        aa[flavor] = _row(flavor, plan["tokens_per_param"], plan["parameters"], AA_ARM, frontiers,
+                          points(AA_ARM, "control"), None)
+    old = {}
+    for flavor, o in result["old_metric"].items():
+        row = next(r for r in rows if r["flavor"] == flavor and r["arm"] == o["arm"])
+        per_seed = (row.get("iso_loss_speedup") or {}).get("per_seed") or []
+        new = next(({"value": p["speedup"], "bound": p["bound"]} for p in per_seed if p["seed"] == o["seed"]), None)
+        old[flavor] = dict(o, iso_loss_speedup_same_seed=new)
+    largest = max(result["plans"].values(), key=lambda p: p["parameters"])["flavor"]
+    return dict(result, summary=rows, aa_control=aa, old_metric=old, targets=_targets(rows, aa, largest),
+                notes=NOTES, reanalysis={"source": source, "tst_titan": tst_titan.__version__,
+                            "recomputed": ["summary", "aa_control", "targets",
+                                           "old_metric.iso_loss_speedup_same_seed"],
+                            "note": "figures computed again from the runs recorded here, without training"})
+
+
+def write_result(result: dict, path: str) -> str:
+    """``result`` as JSON at ``path`` and its figure beside it (the same name, ``.png``); returns
+    the figure's path (None when no row can be drawn)."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=1)
+    plotted = [r for r in result["summary"] + list(result["aa_control"].values()) if r.get("error") is None]
+    if not plotted:
+        return None
+    png = os.path.splitext(path)[0] + ".png"
+    plot_frontier({"rows": plotted}, png)
+    return png
 
 
 # -- the table -------------------------------------------------------------------------------------
@@ -607,7 +666,7 @@ def print_table(result: dict) -> None:
     """Per flavor x arm: iso-loss speedup first, then the equal-FLOPs difference, wall-clock, the
     A/A control and the old metric."""
     print("\n  iso-loss speedup vs decayed baselines (frontier FLOPs to TST's loss / TST FLOPs):"
-          " median [bootstrap 95%] t[Student-t 95%]")
+          " median [bootstrap 95%, expanded percentile] t[Student-t 95%]")
     head = (f"  {'flavor':<8} {'params':>9} {'tok/param':>9} {'arm':<9} {'iso-loss speedup':<38} "
             f"{'equal-FLOPs delta [95% t]':<30} {'wall-clock':<18}")
     print(head)

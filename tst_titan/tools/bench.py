@@ -12,6 +12,14 @@ Commands (each prints a table and writes JSON, and a plot where it has one):
   first-crossing figure. Writes ``frontier.json`` and ``frontier.png``. Default: micro and mini
   (≤ 2 h on 2 cores); ``--quick``: micro only (≤ 20 min); ``--device cuda``: a 22.5 M-parameter
   model on one GPU. Interrupted studies resume (finished runs are reused).
+* ``python -m tst_titan.tools.bench reanalyse PATH/frontier.json [--out DIR]`` — a study's figures
+  computed again from the runs its JSON records (no training), by this version's statistics;
+  written over the file read (its figure beside it, the same name in ``.png``), or into ``--out``
+  as ``frontier.json`` and ``frontier.png`` (refused if that folder holds another study's).
+* ``python -m tst_titan.tools.bench coverage [--n-seeds 3,5,10,40] [--reps 2000]`` — how often each
+  of the study's 95% intervals (expanded and plain percentile bootstrap, Student t) contains the
+  truth when the per-seed values are normal, by seed count: how far to trust a study's intervals.
+  Writes ``interval_coverage.json``.
 * ``python -m tst_titan.tools.bench pair [--quick]`` — one TST run and one long baseline, for a quick
   look at the curves: learning rate tuned on the baseline, TST for N steps, the baseline for K·N,
   losses at equal steps/FLOPs, tokens read, step time and memory, data loading. No speedup: the long
@@ -29,14 +37,17 @@ measured is what a user runs.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from dataclasses import replace
 
+from tst_titan.analysis.frontier import interval_coverage as coverage
 from tst_titan.datastore.store import CorpusMismatchError
 from tst_titan.experiments import bench, frontier, pairs
 
-COMMANDS = ("frontier", "pair", "regime", "loss")  # no command: frontier
+COVERAGE_FILE = "interval_coverage.json"
+COMMANDS = ("frontier", "reanalyse", "coverage", "pair", "regime", "loss")  # no command: frontier
 
 
 def _numbers(parser, option: str, text: str, kind=float) -> tuple:
@@ -120,6 +131,52 @@ def frontier_main(parser, argv) -> int:
     return 0
 
 
+def reanalyse_main(parser, argv) -> int:
+    parser.add_argument("path", help="a study's JSON (e.g. frontier.json), or its folder")
+    args = parser.parse_args(argv)
+    path = os.path.join(args.path, frontier.FRONTIER_FILE) if os.path.isdir(args.path) else args.path
+    try:
+        with open(path) as f:
+            study = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        parser.error(f"cannot read a study from {args.path!r}: {e}")
+    try:
+        result = frontier.reanalyse(study, source=path)
+    except ValueError as e:
+        parser.error(f"{path}: {e}")
+    # in place: the file read, its figure beside it; --out: <out>/frontier.json, never over another study's
+    target = os.path.join(args.out, frontier.FRONTIER_FILE) if args.out else path
+    if os.path.exists(target) and not os.path.samefile(target, path):
+        parser.error(f"{target} holds another study's figures: reanalysing {path} would replace them; "
+                     "give an --out folder without a frontier.json")
+    png = frontier.write_result(result, target)
+    frontier.print_table(result)
+    print(f"wrote {target}{f' and {png}' if png else ''} (figures recomputed from {path})")
+    return 0
+
+
+def coverage_main(parser, argv) -> int:
+    parser.add_argument("--n-seeds", default="3,5,10,40", help="comma-separated seed counts, each >= 2")
+    parser.add_argument("--reps", type=int, default=2000, help="simulated studies per seed count (>= 100)")
+    args = parser.parse_args(argv)
+    try:
+        result = coverage(_numbers(parser, "--n-seeds", args.n_seeds, int), reps=args.reps)
+    except ValueError as e:
+        parser.error(str(e))
+    out = args.out or "outputs"
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, COVERAGE_FILE), "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\n  coverage of the 95% intervals of a mean over seeds (normal per-seed values, {result['reps']} "
+          "simulated studies each)")
+    print(f"  {'seeds':>5}  {'bootstrap, expanded (ci95)':>27}  {'bootstrap, plain':>16}  {'Student t':>9}")
+    for row in result["rows"]:
+        c = row["coverage"]
+        print(f"  {row['n_seeds']:>5}  {c['ci95']:>27.3f}  {c['ci95_percentile']:>16.3f}  {c['ci95_t']:>9.3f}")
+    print(f"  (binomial sd of each figure: {result['rows'][0]['binomial_sd']:.3f})\nwrote {out}/{COVERAGE_FILE}")
+    return 0
+
+
 def pair_main(parser, argv) -> int:
     parser.add_argument("--quick", action="store_true", help="the ≤10-minute configuration")
     _corpus_options(parser)
@@ -159,6 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
     if command == "frontier":
         return frontier_main(parser, argv)
+    if command == "coverage":
+        return coverage_main(parser, argv)
+    if command == "reanalyse":
+        return reanalyse_main(parser, argv)
     if command == "pair":
         return pair_main(parser, argv)
     if command == "regime":

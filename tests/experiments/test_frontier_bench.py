@@ -330,6 +330,72 @@ def test_reanalyse_recomputes_a_studys_figures_from_its_runs(tmp_path, capsys):
     assert e.value.code == 2 and "cannot read a study" in capsys.readouterr().err
 
 
+@pytest.mark.usefixtures("embedded_store")
+def test_studies_of_disjoint_seeds_pool_into_the_study_of_all_seeds(tmp_path, capsys):
+    paths = {}
+    for name, seeds in (("a", (1, 2)), ("b", (3, 4)), ("all", (1, 2, 3, 4))):
+        frontier.frontier(replace(TINY, seeds=seeds), str(tmp_path / name), quiet=True, train=FakeTrainer(),
+                          steptime=fake_steptime)
+        paths[name] = str(tmp_path / name / frontier.FRONTIER_FILE)
+    study = {k: json.loads(open(p).read()) for k, p in paths.items()}
+    merged = json.loads(json.dumps(frontier.merge_studies([study["a"], study["b"]], [paths["a"], paths["b"]])))
+    for key in ("summary", "aa_control", "targets", "old_metric", "plans"):
+        assert merged[key] == study["all"][key], key
+
+    def without_paths(times):
+        return {f: {arm: {k: v for k, v in t.items() if k != "path"} for arm, t in arms.items()}
+                for f, arms in times.items()}
+
+    assert without_paths(merged["step_times"]) == without_paths(study["all"]["step_times"])
+    assert merged["step_times"]["tiny"]["s6_r0.3"]["path"].startswith(str(tmp_path / "a"))  # the first study's
+    assert merged["seeds_by_flavor"] == {"tiny": [1, 2, 3, 4]} and merged["setup"]["seeds"] == [1, 2, 3, 4]
+    assert sorted(r["name"] for r in merged["runs"]) == sorted(r["name"] for r in study["all"]["runs"])
+    assert merged["runs_wall_s"] == study["a"]["runs_wall_s"] + study["b"]["runs_wall_s"]
+    assert [m["seeds"] for m in merged["merged_from"]] == [[1, 2], [3, 4]]
+    # the command: pooled into --out, never in place
+    out = str(tmp_path / "pooled")
+    assert bench_tool.main(["reanalyse", paths["a"], paths["b"], "--out", out]) == 0
+    written = json.loads(open(os.path.join(out, frontier.FRONTIER_FILE)).read())
+    assert written["summary"] == study["all"]["summary"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        bench_tool.main(["reanalyse", paths["a"], paths["b"]])
+    assert e.value.code == 2 and "give --out" in capsys.readouterr().err
+
+    # what cannot be pooled, refused with the reason
+    def edited(change):
+        other = json.loads(json.dumps(study["b"]))
+        change(other)
+        return other
+
+    def lr(s):
+        for r in s["runs"]:
+            if r["arm"] == "s6_r0.3":
+                r["lr"] = 3e-3
+
+    def corpus(s):
+        s["corpus_sha256"] = "0" * 64
+
+    def plan(s):
+        s["plans"]["tiny"]["steps"] += 10
+
+    def code(s):
+        s["training_source_sha256"] = "f" * 64
+
+    def torch_version(s):
+        s["versions"]["torch"] = "0.0"
+
+    for change, message in ((lr, "tiny s6_r0.3: learning rate 0.003"), (corpus, "different corpora"),
+                            (plan, "plan tiny differently"), (code, "different training code"),
+                            (torch_version, "other software")):
+        with pytest.raises(ValueError, match=message):
+            frontier.merge_studies([study["a"], edited(change)], ["a", "b"])
+    with pytest.raises(CorpusMismatchError):
+        frontier.merge_studies([study["a"], edited(corpus)], ["a", "b"])
+    with pytest.raises(ValueError, match="tiny seed 1 is in both a and all"):
+        frontier.merge_studies([study["a"], study["all"]], ["a", "all"])
+
+
 def test_the_coverage_command_writes_the_simulation(tmp_path, capsys):
     assert bench_tool.main(["coverage", "--n-seeds", "3,5", "--reps", "100", "--out", str(tmp_path)]) == 0
     written = json.loads((tmp_path / bench_tool.COVERAGE_FILE).read_text())

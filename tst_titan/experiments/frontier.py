@@ -49,11 +49,12 @@ import torch
 import tst_titan
 from tst_titan.analysis.frontier import (AA_ARM, MIN_SEEDS, first_crossing_speedup, mean_tst_step_s, plot_frontier,
                                          summary_row)
-from tst_titan.datastore.store import corpus_record
+from tst_titan.datastore.store import CorpusMismatchError, corpus_record
 from tst_titan.experiments.bench import BenchSetup, _build_model, claim_output_folder, prepare_data, run_overrides
 from tst_titan.experiments.pairs import (demo_checkpoint_plan, prune_checkpoints, switch_checkpoint_overrides,
                                          write_pair_record)
-from tst_titan.experiments.runner import BASE_CONFIG, RUN_RECORD, Progress, free_port, run_training, versions
+from tst_titan.experiments.runner import (BASE_CONFIG, RUN_RECORD, Progress, free_port, run_training,
+                                         training_source_sha256, versions)
 from tst_titan.experiments.wsd import DECAY_RATIO, plan_wsd, run_wsd, scaled_lengths
 from tst_titan.train_spec import flavors_of
 
@@ -111,10 +112,10 @@ class FrontierSetup:
 # processes a seed. Costs through torchtitan.train on an idle 2-core CPU (2026-12-02, windows
 # shuffled): micro about 20 ms a step; mini 91 s for a 2400-step run, process start and validation
 # included (38 ms a step; 57-82 ms were measured beside other work: another process on the same
-# cores slows torch several-fold). QUICK (micro, N = 680, 3 seeds): 12.8 minutes of training
+# cores slows torch several-fold). QUICK (micro, N = 680, 3 seeds): 14.0 minutes of training
 # processes on an idle machine (results/frontier_quick.json). DEFAULT's micro: about 10 minutes
-# for 3 seeds; DEFAULT's five seeds: 108.9 minutes, 14 of them beside another run
-# (results/frontier.json).
+# for 3 seeds, 44.6 for 16 (results/frontier_micro16.json); DEFAULT's five seeds: 108.9 minutes,
+# 14 of them beside another run (results/frontier.json).
 # DEFAULT stops the frontier at 2.83 N (a first 2-seed study put the primary arm at 1.39x at mini;
 # a speedup beyond the last length is reported as a bound) and trains five seeds, decided before
 # the three-seed figures were read: the 2-seed A/A control at mini read 1.20x, seed noise as large
@@ -420,6 +421,7 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
     _point_notebooks_at(out_dir, plans, setup)
     result = {
         "corpus_sha256": corpus["corpus_sha256"], "corpus": corpus, "versions": versions(),
+        "training_source_sha256": training_source_sha256(BASE_CONFIG),
         "device": setup.device, "setup": asdict(setup), "window_order": "shuffled",
         "plans": {p.flavor: {k: v for k, v in asdict(p).items() if k != "bench"} for p in plans},
         "primary_arm": PRIMARY_ARM, "runs": runs, "tuning": tuning, "summary": rows, "aa_control": aa,
@@ -633,6 +635,78 @@ def reanalyse(result: dict, source: str | None = None) -> dict:
                             "recomputed": ["summary", "aa_control", "targets",
                                            "old_metric.iso_loss_speedup_same_seed"],
                             "note": "figures computed again from the runs recorded here, without training"})
+
+
+def merge_studies(studies: list[dict], sources: list[str]) -> dict:
+    """Several studies of the same protocol on disjoint seeds as one (e.g. a first study and more
+    seeds trained later with ``--seeds``): their runs pooled, checked to be comparable first, and
+    the figures computed over all seeds by :func:`reanalyse`. Refused, with the reason: different
+    corpora (:class:`~tst_titan.datastore.store.CorpusMismatchError`), software versions, training
+    code hashes, flavor plans (N, lengths, parameters), learning rates of an arm, or a seed of a
+    flavor in two studies. The first study's tuning, step times and old metric are kept (those of
+    the others, where they differ, are listed under ``merged_from``)."""
+    if len(studies) < 2 or len(studies) != len(sources):
+        raise ValueError("merge_studies needs at least 2 studies, one source name each")
+    for study, source in zip(studies, sources):
+        for key in ("plans", "runs", "setup", "step_times", "old_metric", "corpus_sha256", "versions"):
+            if key not in study:
+                raise ValueError(f"{source}: not a frontier.json: no {key!r}")
+    first, head = studies[0], sources[0]
+    for study, source in zip(studies[1:], sources[1:]):
+        if study["corpus_sha256"] != first["corpus_sha256"]:
+            raise CorpusMismatchError(f"{source} was trained on corpus {study['corpus_sha256'][:16]}..., {head} on "
+                                      f"{first['corpus_sha256'][:16]}...: runs on different corpora are not pooled")
+        versions_of = ("python", "torch", "torchtitan", "tst_titan")
+        theirs = {k: study["versions"].get(k) for k in versions_of}
+        ours = {k: first["versions"].get(k) for k in versions_of}
+        if theirs != ours:
+            raise ValueError(f"{source} ran with {theirs}, {head} with {ours}: studies of other software are not pooled")
+        a, b = study.get("training_source_sha256"), first.get("training_source_sha256")
+        if a and b and a != b:
+            raise ValueError(f"{source} and {head} were trained by different training code "
+                             f"(training_source_sha256 {a[:16]}... vs {b[:16]}...)")
+        for flavor, plan in study["plans"].items():
+            if flavor in first["plans"] and first["plans"][flavor] != plan:
+                raise ValueError(f"{source} and {head} plan {flavor} differently (N, lengths or parameters): "
+                                 f"{plan} vs {first['plans'][flavor]}")
+    plans, lrs, seeds_of, runs = {}, {}, {}, []
+    for study, source in zip(studies, sources):
+        for flavor, plan in study["plans"].items():
+            plans.setdefault(flavor, plan)
+        for r in study["runs"]:
+            if r["role"] == "tuning":
+                if study is first:
+                    runs.append(r)
+                continue
+            key = (r["flavor"], "baseline" if r["arm"] == AA_ARM else r["arm"])
+            seen = lrs.setdefault(key, (r["lr"], source))
+            if seen[0] != r["lr"]:
+                raise ValueError(f"{key[0]} {key[1]}: learning rate {r['lr']:g} in {source}, {seen[0]:g} in "
+                                 f"{seen[1]}: runs at other rates are not pooled")
+            owner = seeds_of.setdefault((r["flavor"], r["seed"]), source)
+            if owner != source:
+                raise ValueError(f"{r['flavor']} seed {r['seed']} is in both {owner} and {source}: "
+                                 "pool studies of disjoint seeds")
+            runs.append(r)
+    arms = list(dict.fromkeys(a for study in studies for a in study["setup"]["arms"]))
+    for study, source in zip(studies, sources):
+        missing = [(f, a) for f in study["plans"] for a in arms if a not in study["step_times"].get(f, {})
+                   and a not in first["step_times"].get(f, {})]
+        if missing:
+            raise ValueError(f"{source}: no step times for {missing}")
+    step_times = {f: {**s.get(f, {}), **first["step_times"].get(f, {})}
+                  for s in studies for f in s["step_times"]}
+    old = {**{f: o for s in studies[1:] for f, o in s["old_metric"].items()}, **first["old_metric"]}
+    merged = dict(first, plans=plans, runs=runs, step_times=step_times, old_metric=old,
+                  setup=dict(first["setup"], arms=arms,
+                             seeds=sorted({seed for _, seed in seeds_of}),
+                             flavors=list(plans)),
+                  seeds_by_flavor={f: sorted(seed for g, seed in seeds_of if g == f) for f in plans},
+                  runs_wall_s=sum(s.get("runs_wall_s") or 0.0 for s in studies),
+                  merged_from=[{"source": src, "flavors": list(s["plans"]), "seeds": s["setup"]["seeds"],
+                                "runs_wall_s": s.get("runs_wall_s"), "tuning": s.get("tuning"),
+                                "step_times": s["step_times"]} for s, src in zip(studies, sources)])
+    return reanalyse(merged, source=" + ".join(sources))
 
 
 def write_result(result: dict, path: str) -> str:

@@ -12,10 +12,12 @@ Commands (each prints a table and writes JSON, and a plot where it has one):
   first-crossing figure. Writes ``frontier.json`` and ``frontier.png``. Default: micro and mini
   (≤ 2 h on 2 cores); ``--quick``: micro only (≤ 20 min); ``--device cuda``: a 22.5 M-parameter
   model on one GPU. Interrupted studies resume (finished runs are reused).
-* ``python -m tst_titan.tools.bench reanalyse PATH/frontier.json [--out DIR]`` — a study's figures
-  computed again from the runs its JSON records (no training), by this version's statistics;
-  written over the file read (its figure beside it, the same name in ``.png``), or into ``--out``
-  as ``frontier.json`` and ``frontier.png`` (refused if that folder holds another study's).
+* ``python -m tst_titan.tools.bench reanalyse PATH/frontier.json [MORE.json ...] [--out DIR]`` — a
+  study's figures computed again from the runs its JSON records (no training), by this version's
+  statistics; several studies of the same protocol on disjoint seeds are pooled into one (checked
+  comparable: corpus, versions, plans, learning rates) into ``--out``. One study is written over
+  the file read (its figure beside it, the same name in ``.png``) or into ``--out``, as
+  ``frontier.json`` and ``frontier.png`` (refused if that folder holds another study's).
 * ``python -m tst_titan.tools.bench coverage [--n-seeds 3,5,10,40] [--reps 2000]`` — how often each
   of the study's 95% intervals (expanded and plain percentile bootstrap, Student t) contains the
   truth when the per-seed values are normal, by seed count: how far to trust a study's intervals.
@@ -132,26 +134,33 @@ def frontier_main(parser, argv) -> int:
 
 
 def reanalyse_main(parser, argv) -> int:
-    parser.add_argument("path", help="a study's JSON (e.g. frontier.json), or its folder")
+    parser.add_argument("paths", nargs="+", metavar="path",
+                        help="a study's JSON (e.g. frontier.json) or its folder; several: studies of disjoint "
+                             "seeds pooled into one (needs --out)")
     args = parser.parse_args(argv)
-    path = os.path.join(args.path, frontier.FRONTIER_FILE) if os.path.isdir(args.path) else args.path
+    paths = [os.path.join(p, frontier.FRONTIER_FILE) if os.path.isdir(p) else p for p in args.paths]
+    if len(paths) > 1 and not args.out:
+        parser.error("pooling several studies writes a new one: give --out")
+    studies = []
+    for path in paths:
+        try:
+            with open(path) as f:
+                studies.append(json.load(f))
+        except (OSError, json.JSONDecodeError) as e:
+            parser.error(f"cannot read a study from {path!r}: {e}")
     try:
-        with open(path) as f:
-            study = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
-        parser.error(f"cannot read a study from {args.path!r}: {e}")
-    try:
-        result = frontier.reanalyse(study, source=path)
-    except ValueError as e:
-        parser.error(f"{path}: {e}")
+        result = frontier.reanalyse(studies[0], source=paths[0]) if len(paths) == 1 else \
+            frontier.merge_studies(studies, paths)
+    except ValueError as e:  # CorpusMismatchError included
+        parser.error(f"{' + '.join(paths)}: {e}")
     # in place: the file read, its figure beside it; --out: <out>/frontier.json, never over another study's
-    target = os.path.join(args.out, frontier.FRONTIER_FILE) if args.out else path
-    if os.path.exists(target) and not os.path.samefile(target, path):
-        parser.error(f"{target} holds another study's figures: reanalysing {path} would replace them; "
+    target = os.path.join(args.out, frontier.FRONTIER_FILE) if args.out else paths[0]
+    if os.path.exists(target) and not any(os.path.samefile(target, p) for p in paths):
+        parser.error(f"{target} holds another study's figures: writing there would replace them; "
                      "give an --out folder without a frontier.json")
     png = frontier.write_result(result, target)
     frontier.print_table(result)
-    print(f"wrote {target}{f' and {png}' if png else ''} (figures recomputed from {path})")
+    print(f"wrote {target}{f' and {png}' if png else ''} (figures recomputed from {' + '.join(paths)})")
     return 0
 
 

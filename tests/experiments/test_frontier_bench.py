@@ -278,7 +278,7 @@ def test_reanalyse_recomputes_a_studys_figures_from_its_runs(tmp_path, capsys):
     frontier.frontier(TINY, out, quiet=True, train=FakeTrainer(), steptime=fake_steptime)
     path = os.path.join(out, frontier.FRONTIER_FILE)
     study = json.loads(open(path).read())
-    figures = ("summary", "aa_control", "targets", "old_metric")
+    figures = ("summary", "aa_control", "targets", "old_metric", "frontier_checks")
     # fed its own study, it returns the study's figures
     again = json.loads(json.dumps(frontier.reanalyse(study, source=path)))
     assert {k: again[k] for k in figures} == {k: study[k] for k in figures}
@@ -339,7 +339,7 @@ def test_studies_of_disjoint_seeds_pool_into_the_study_of_all_seeds(tmp_path, ca
         paths[name] = str(tmp_path / name / frontier.FRONTIER_FILE)
     study = {k: json.loads(open(p).read()) for k, p in paths.items()}
     merged = json.loads(json.dumps(frontier.merge_studies([study["a"], study["b"]], [paths["a"], paths["b"]])))
-    for key in ("summary", "aa_control", "targets", "old_metric", "plans"):
+    for key in ("summary", "aa_control", "targets", "old_metric", "plans", "frontier_checks"):
         assert merged[key] == study["all"][key], key
 
     def without_paths(times):

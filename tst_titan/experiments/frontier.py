@@ -599,8 +599,8 @@ def _targets(rows, aa, largest: str) -> dict:
 
 # -- the figures again, from a study's runs ------------------------------------------------------------
 def reanalyse(result: dict, source: str | None = None) -> dict:
-    """A study's figures (``summary``, ``aa_control``, ``targets``, the old metric's same-seed
-    iso-loss figure) computed again from what ``frontier.json`` keeps of every run (its role, seed,
+    """A study's figures (``summary``, ``aa_control``, ``targets``, ``frontier_checks``, the old
+    metric's same-seed iso-loss figure) computed again from what ``frontier.json`` keeps of every run (its role, seed,
     arm, FLOPs and final loss) and of the step times, by today's statistics: a change of analysis
     does not need the runs trained again. The rest (runs, tuning, corpus, versions ...) is kept;
     ``reanalysis`` says where the runs came from. Fed the JSON of a study, it returns that study's
@@ -631,7 +631,7 @@ def reanalyse(result: dict, source: str | None = None) -> dict:
         old[flavor] = dict(o, iso_loss_speedup_same_seed=new)
     largest = max(result["plans"].values(), key=lambda p: p["parameters"])["flavor"]
     return dict(result, summary=rows, aa_control=aa, old_metric=old, targets=_targets(rows, aa, largest),
-                notes=NOTES, reanalysis={"source": source, "tst_titan": tst_titan.__version__,
+                frontier_checks={f: _monotone(runs, f) for f in result["plans"]}, notes=NOTES, reanalysis={"source": source, "tst_titan": tst_titan.__version__,
                             "recomputed": ["summary", "aa_control", "targets",
                                            "old_metric.iso_loss_speedup_same_seed"],
                             "note": "figures computed again from the runs recorded here, without training"})

@@ -36,8 +36,9 @@ frontier and its own treatment runs; pairing is by seed):
   instead of 2.5% / 97.5%, which corrects the plain percentile interval's narrowness with few
   seeds; ``ci95_percentile`` is the plain one, kept for comparison; ``ci95_t`` is the Student-t
   interval of the mean log speedup, exponentiated. Coverage of a mean of normal values, simulated
-  (tests/analysis/test_frontier.py): plain percentile 84% at 5 seeds and 90% at 10; expanded 92%
-  at 5 and 95% at 10; Student t 95% throughout. No bootstrap interval can be wider than the
+  by :func:`interval_coverage` (``python -m tst_titan.tools.bench coverage``,
+  results/interval_coverage.json): plain percentile 84% at 5 seeds and 90% at 10; expanded 92% at 5
+  and 95% at 10; Student t 95% throughout. No bootstrap interval can be wider than the
   per-seed values' range: with 3 seeds both bootstrap intervals are that range (the resample of one
   seed thrice has probability 1/27 > 2.5%), which covers the centre of a symmetric per-seed
   distribution 75% of the time. With few seeds ``ci95_t`` is the interval to trust.

@@ -600,9 +600,9 @@ def _targets(rows, aa, largest: str) -> dict:
 # -- the figures again, from a study's runs ------------------------------------------------------------
 def reanalyse(result: dict, source: str | None = None) -> dict:
     """A study's figures (``summary``, ``aa_control``, ``targets``, ``frontier_checks``, the old
-    metric's same-seed iso-loss figure) computed again from what ``frontier.json`` keeps of every run (its role, seed,
-    arm, FLOPs and final loss) and of the step times, by today's statistics: a change of analysis
-    does not need the runs trained again. The rest (runs, tuning, corpus, versions ...) is kept;
+    metric's same-seed iso-loss figure) computed again from what ``frontier.json`` keeps of every
+    run (its role, seed, arm, FLOPs and final loss) and of the step times, by today's statistics: a
+    change of analysis does not need the runs trained again. The rest (runs, tuning, corpus, versions ...) is kept;
     ``reanalysis`` says where the runs came from. Fed the JSON of a study, it returns that study's
     figures (tested)."""
     for key in ("plans", "runs", "setup", "step_times", "old_metric"):

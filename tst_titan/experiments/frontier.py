@@ -694,8 +694,8 @@ def merge_studies(studies: list[dict], sources: list[str]) -> dict:
                    and a not in first["step_times"].get(f, {})]
         if missing:
             raise ValueError(f"{source}: no step times for {missing}")
-    step_times = {f: {**s.get(f, {}), **first["step_times"].get(f, {})}
-                  for s in studies for f in s["step_times"]}
+    step_times = {f: {**times, **first["step_times"].get(f, {})}  # the first study's where it has them
+                  for s in studies for f, times in s["step_times"].items()}
     old = {**{f: o for s in studies[1:] for f, o in s["old_metric"].items()}, **first["old_metric"]}
     merged = dict(first, plans=plans, runs=runs, step_times=step_times, old_metric=old,
                   setup=dict(first["setup"], arms=arms,

@@ -396,6 +396,36 @@ def test_studies_of_disjoint_seeds_pool_into_the_study_of_all_seeds(tmp_path, ca
         frontier.merge_studies([study["a"], study["all"]], ["a", "all"])
 
 
+@pytest.mark.usefixtures("embedded_store")
+def test_a_flavor_only_a_later_study_has_is_pooled_with_its_own_figures_and_step_times(tmp_path):
+    # a: tiny seeds 1-2; b: tiny seeds 3-4 and debug (only b has it) seeds 3-4. Pooled, tiny's
+    # figures are those of a study of tiny seeds 1-4, and debug's are b's own, step times included
+    # (taken from b: the first study has none for debug)
+    setups = {"a": replace(TINY, seeds=(1, 2)), "b": replace(TINY, flavors=("tiny", "debug"), seeds=(3, 4)),
+              "tiny_all": replace(TINY, seeds=(1, 2, 3, 4))}
+    study = {}
+    for name, setup in setups.items():
+        frontier.frontier(setup, str(tmp_path / name), quiet=True, train=FakeTrainer(), steptime=fake_steptime)
+        study[name] = json.loads(open(tmp_path / name / frontier.FRONTIER_FILE).read())
+    merged = json.loads(json.dumps(frontier.merge_studies([study["a"], study["b"]], ["a", "b"])))
+
+    def rows(s, flavor):
+        return [r for r in s["summary"] if r["flavor"] == flavor]
+
+    assert merged["seeds_by_flavor"] == {"tiny": [1, 2, 3, 4], "debug": [3, 4]}
+    assert rows(merged, "tiny") == rows(study["tiny_all"], "tiny")
+    assert rows(merged, "debug") == rows(study["b"], "debug") and len(rows(merged, "debug")) == 2
+    for key in ("aa_control", "old_metric", "plans"):
+        assert merged[key]["tiny"] == study["tiny_all"][key]["tiny"], key
+        assert merged[key]["debug"] == study["b"][key]["debug"], key
+    assert merged["step_times"]["debug"] == study["b"]["step_times"]["debug"]
+    assert merged["step_times"]["debug"]["s6_r0.3"]["path"].startswith(str(tmp_path / "b"))
+    assert merged["step_times"]["tiny"]["s6_r0.3"]["path"].startswith(str(tmp_path / "a"))
+    assert merged["targets"]["largest_flavor"] == "debug"
+    assert merged["targets"] == study["b"]["targets"] | {"aa": merged["targets"]["aa"]}
+    assert merged["targets"]["aa"]["debug"] == study["b"]["targets"]["aa"]["debug"]
+
+
 def test_the_coverage_command_writes_the_simulation(tmp_path, capsys):
     assert bench_tool.main(["coverage", "--n-seeds", "3,5", "--reps", "100", "--out", str(tmp_path)]) == 0
     written = json.loads((tmp_path / bench_tool.COVERAGE_FILE).read_text())

@@ -410,26 +410,22 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
         setup = replace(setup, dataset_path=store_dir)
         plans = [replace(p, bench=replace(p.bench, dataset_path=store_dir)) for p in plans]
     progress = Progress(total_steps(plans, setup), quiet)
-    runs, tuning, step_times, rows, aa, old, checks = [], {}, {}, [], {}, {}, {}
+    runs, tuning, step_times, old = [], {}, {}, {}
     with _device(setup.device):
         for plan in plans:
-            rows_of_flavor, aa[plan.flavor], tuning[plan.flavor], step_times[plan.flavor], old_metric = \
+            tuning[plan.flavor], step_times[plan.flavor], old[plan.flavor] = \
                 _study_flavor(plan, setup, out_dir, train, steptime, progress, runs, quiet)
-            rows += rows_of_flavor
-            old[plan.flavor] = old_metric
-            checks[plan.flavor] = _monotone(runs, plan.flavor)
     _point_notebooks_at(out_dir, plans, setup)
-    result = {
+    # the figures (summary ... frontier_checks) are computed from the recorded runs by _figures, as
+    # `reanalyse` computes them again from frontier.json: one computation for both
+    result = _figures({
         "corpus_sha256": corpus["corpus_sha256"], "corpus": corpus, "versions": versions(),
         "training_source_sha256": training_source_sha256(BASE_CONFIG),
         "device": setup.device, "setup": asdict(setup), "window_order": "shuffled",
         "plans": {p.flavor: {k: v for k, v in asdict(p).items() if k != "bench"} for p in plans},
-        "primary_arm": PRIMARY_ARM, "runs": runs, "tuning": tuning, "summary": rows, "aa_control": aa,
-        "old_metric": old, "step_times": step_times,
-        "targets": _targets(rows, aa, max(plans, key=lambda p: p.parameters).flavor),
-        "frontier_checks": checks,
-        "notes": NOTES,
-    }
+        "primary_arm": PRIMARY_ARM, "runs": runs, "tuning": tuning, "summary": None, "aa_control": None,
+        "old_metric": old, "step_times": step_times, "targets": None, "frontier_checks": None, "notes": NOTES,
+    })
     result["total_wall_s"] = time.perf_counter() - t_start
     result["runs_wall_s"] = runs_wall_s(out_dir)
     write_result(result, os.path.join(out_dir, FRONTIER_FILE))
@@ -473,7 +469,7 @@ def _study_flavor(plan, setup, out_dir, train, steptime, progress, runs, quiet):
               for arm in (BASELINE, *setup.arms)}
     lr = {k: v["chosen"] for k, v in tuning.items()}
     # 2. per seed: the frontier, each arm, the A/A replicate
-    frontiers, treated, replicates, families = {}, {arm: {} for arm in setup.arms}, {}, {}
+    treated, families = {arm: {} for arm in setup.arms}, {}
     for seed in setup.seeds:
         if not quiet:
             print(f"[frontier] {flavor} seed {seed}: baseline frontier (one stable run + "
@@ -483,20 +479,17 @@ def _study_flavor(plan, setup, out_dir, train, steptime, progress, runs, quiet):
                          plan.warmup_steps, base, validation_freq=plan.val_every, quiet=quiet, train=train,
                          one_stable_run=True, progress=progress)
         families[seed] = family
-        points = []
         for length in plan.lengths:
             one = family["runs"][str(length)]
             path = os.path.join(base, f"wsd_{length}")
             runs.append(_run_entry(f"{flavor}/seed{seed}/{BASELINE}/wsd_{length}", flavor, seed, BASELINE, length,
                                    lr[BASELINE], plan, one["final_val_loss"], path, "frontier"))
-            points.append((length * plan.flops_per_step, one["final_val_loss"]))
         for name in family["stable_runs"]:
             k = family["stable_steps"]
             vals = [r for r in family["runs"][str(max(plan.lengths))]["rows"] if r["step"] <= k and "val_loss" in r]
             runs.append(dict(_run_entry(f"{flavor}/seed{seed}/{BASELINE}/{name}", flavor, seed, BASELINE, k,
                                         lr[BASELINE], plan, vals[-1]["val_loss"], os.path.join(base, name),
                                         "stable (no decay)"), last_eval_step=vals[-1]["step"]))
-        frontiers[seed] = points
         for arm in setup.arms:
             name = f"{flavor}/seed{seed}/{arm}"
             args = overrides(plan, setup, arm, lr[arm], seed, seed)
@@ -510,23 +503,16 @@ def _study_flavor(plan, setup, out_dir, train, steptime, progress, runs, quiet):
             final = _final_val(run["rows"])
             runs.append(_run_entry(name, flavor, seed, arm, n, lr[arm], plan, final, os.path.join(out_dir, name),
                                    "treatment"))
-            treated[arm][seed] = (n * plan.flops_per_step, final)
+            treated[arm][seed] = final
         name = f"{flavor}/seed{seed}/{AA_ARM}"
         run = train(name, overrides(plan, setup, BASELINE, lr[BASELINE], AA_SEED_OFFSET + seed, seed), out_dir, n,
                     progress, reuse=True)
         final = _final_val(run["rows"])
         runs.append(_run_entry(name, flavor, seed, AA_ARM, n, lr[BASELINE], plan, final, os.path.join(out_dir, name),
                                "control"))
-        replicates[seed] = (n * plan.flops_per_step, final)
     # 3. step times, one measurement per arm
     times = {arm: _step_times(plan, setup, arm, lr[arm], out_dir, steptime, quiet) for arm in setup.arms}
-    # 4. the figures
-    rows = []
-    for arm in setup.arms:
-        rows.append(_row(flavor, plan.tokens_per_param, plan.parameters, arm, frontiers, treated[arm], times[arm]))
-    aa = _row(flavor, plan.tokens_per_param, plan.parameters, AA_ARM, frontiers, replicates, None)
-    old = _old_metric(plan, setup, families, treated, rows)
-    return rows, aa, tuning, times, old
+    return tuning, times, _old_metric(plan, setup, families, treated)
 
 
 def _monotone(runs, flavor) -> dict:
@@ -556,23 +542,19 @@ def _row(flavor, tokens_per_param, parameters, arm, frontiers, treatment, times)
                 "treatment": {str(s): list(p) for s, p in treatment.items()}, "error": str(e)}
 
 
-def _old_metric(plan, setup, families, treated, rows) -> dict:
-    """The first seed's stable run (never decayed) first reaching the primary arm's final loss."""
+def _old_metric(plan, setup, families, treated) -> dict:
+    """The first seed's stable run (never decayed) first reaching the primary arm's final loss
+    (the same seed's iso-loss speedup beside it is one of the figures: :func:`_figures`)."""
     arm = PRIMARY_ARM if PRIMARY_ARM in setup.arms else setup.arms[0]
     seed = setup.seeds[0]
     family = families[seed]
     k = family["stable_steps"]
     curve = [(r["step"], r["val_loss"]) for r in family["runs"][str(max(plan.lengths))]["rows"]
              if r["step"] <= k and "val_loss" in r]
-    target = treated[arm][seed][1]
+    target = treated[arm][seed]
     crossing = first_crossing_speedup([s for s, _ in curve], [v for _, v in curve], target, plan.steps)
-    row = next(r for r in rows if r["arm"] == arm)
-    new = None
-    if (row.get("iso_loss_speedup") or {}).get("per_seed"):
-        new = next(p for p in row["iso_loss_speedup"]["per_seed"] if p["seed"] == seed)
     return {"arm": arm, "seed": seed, "first_crossing_speedup": crossing, "tst_final_val_loss": target,
-            "stable_run_steps": k,
-            "iso_loss_speedup_same_seed": None if new is None else {"value": new["speedup"], "bound": new["bound"]},
+            "stable_run_steps": k, "iso_loss_speedup_same_seed": None,
             "note": "biased: the long baseline's learning rate has not decayed where it crosses TST's final "
                     "(decayed) loss; shown to measure the bias, not as a result"}
 
@@ -597,17 +579,12 @@ def _targets(rows, aa, largest: str) -> dict:
     return out
 
 
-# -- the figures again, from a study's runs ------------------------------------------------------------
-def reanalyse(result: dict, source: str | None = None) -> dict:
-    """A study's figures (``summary``, ``aa_control``, ``targets``, ``frontier_checks``, the old
-    metric's same-seed iso-loss figure) computed again from what ``frontier.json`` keeps of every
-    run (its role, seed, arm, FLOPs and final loss) and of the step times, by today's statistics: a
-    change of analysis does not need the runs trained again. The rest (runs, tuning, corpus, versions ...) is kept;
-    ``reanalysis`` says where the runs came from. Fed the JSON of a study, it returns that study's
-    figures (tested)."""
-    for key in ("plans", "runs", "setup", "step_times", "old_metric"):
-        if key not in result:
-            raise ValueError(f"not a frontier.json: no {key!r} (keys: {sorted(result)})")
+# -- the figures, from a study's runs -----------------------------------------------------------------
+def _figures(result: dict) -> dict:
+    """``result`` with its figures (``summary``, ``aa_control``, ``targets``, ``frontier_checks``, the
+    old metric's same-seed iso-loss figure) computed from what ``frontier.json`` keeps of every run
+    (its role, seed, arm, FLOPs and final loss) and of the step times: how :func:`frontier` computes
+    them, and :func:`reanalyse` again from a study's JSON."""
     runs, rows, aa = result["runs"], [], {}
     for flavor, plan in result["plans"].items():
         mine = [r for r in runs if r["flavor"] == flavor]
@@ -631,10 +608,21 @@ def reanalyse(result: dict, source: str | None = None) -> dict:
         old[flavor] = dict(o, iso_loss_speedup_same_seed=new)
     largest = max(result["plans"].values(), key=lambda p: p["parameters"])["flavor"]
     return dict(result, summary=rows, aa_control=aa, old_metric=old, targets=_targets(rows, aa, largest),
-                frontier_checks={f: _monotone(runs, f) for f in result["plans"]}, notes=NOTES, reanalysis={"source": source, "tst_titan": tst_titan.__version__,
-                            "recomputed": ["summary", "aa_control", "targets",
-                                           "old_metric.iso_loss_speedup_same_seed"],
-                            "note": "figures computed again from the runs recorded here, without training"})
+                frontier_checks={f: _monotone(runs, f) for f in result["plans"]}, notes=NOTES)
+
+
+def reanalyse(result: dict, source: str | None = None) -> dict:
+    """A study's figures computed again (:func:`_figures`) from what its ``frontier.json`` keeps, by
+    today's statistics: a change of analysis does not need the runs trained again. The rest (runs,
+    tuning, corpus, versions ...) is kept; ``reanalysis`` says where the runs came from. Fed the
+    JSON of a study, it returns that study's figures (tested)."""
+    for key in ("plans", "runs", "setup", "step_times", "old_metric"):
+        if key not in result:
+            raise ValueError(f"not a frontier.json: no {key!r} (keys: {sorted(result)})")
+    return dict(_figures(result), reanalysis={
+        "source": source, "tst_titan": tst_titan.__version__,
+        "recomputed": ["summary", "aa_control", "targets", "frontier_checks", "old_metric.iso_loss_speedup_same_seed"],
+        "note": "figures computed again from the runs recorded here, without training"})
 
 
 def merge_studies(studies: list[dict], sources: list[str]) -> dict:

@@ -134,8 +134,10 @@ STEP_S = {"phase1": 0.011, "phase2": 0.010, "baseline": 0.010}
 
 def fake_steptime(config, overrides, steps, out_path):
     result = {"overrides": overrides, "kernel_gain": 1.25, "tst_step_ratio": 1.05, "phase1_vs_baseline": 1.1,
-              "control_phase2_vs_baseline": 1.0,
-              "step_s": {k: {"median": v, "n": steps} for k, v in STEP_S.items()}}
+              "control_phase2_vs_baseline": 1.0, "tst_memory_ratio": 0.9, "phase1_vs_baseline_memory": 0.8,
+              "kernel_memory_gain": 1.2, "peak_memory_bytes": {k: 1000 for k in STEP_S},
+              "step_s": {k: {"median": v, "q1": 0.9 * v, "q3": 1.2 * v, "iqr": 0.3 * v, "n": steps}
+                         for k, v in STEP_S.items()}}
     steptime.write(result, out_path)
     return result
 
@@ -195,6 +197,11 @@ def test_frontier_json_holds_every_run_and_figure_and_a_second_call_trains_nothi
         assert r["wall_clock_speedup"]["median"] == pytest.approx(iso["median"] * ratio, rel=1e-12)
     times = on_disk["step_times"]["tiny"]["s6_r0.3"]
     assert times["kernel_gain"] == 1.25 and times["baseline_step_s"] == 0.010
+    # the measurement is kept whole: quartiles and IQR of every variant, memory and its ratios
+    measured = json.loads(open(os.path.join(out, "tiny", "steptime_s6_r0.3.json")).read())
+    assert times["step_s"] == measured["step_s"] and times["step_s"]["phase1"]["iqr"] == pytest.approx(0.0033)
+    assert times["peak_memory_bytes"] == measured["peak_memory_bytes"]
+    assert (times["tst_memory_ratio"], times["phase1_vs_baseline_memory"], times["kernel_memory_gain"]) == (0.9, 0.8, 1.2)
 
     # the A/A control: a baseline replicate worth 1 ± 1% of N, read against the same frontiers
     aa = on_disk["aa_control"]["tiny"]
@@ -587,6 +594,11 @@ def test_the_protocol_trains_for_real_and_resumes_through_run_training(tmp_path,
     assert sorted(os.listdir(stable)) == ["step-18", "step-27", "step-36", "step-54"]
     times = first["step_times"]["tiny"]["s6_r0.3"]
     assert times["steps_timed_each"] == 4 and times["baseline_step_s"] > 0
+    for variant in ("phase1", "phase2", "baseline", "next_token_chunked"):
+        q = times["step_s"][variant]
+        assert q["q1"] <= q["median"] <= q["q3"] and q["iqr"] == pytest.approx(q["q3"] - q["q1"], rel=1e-12)
+    assert times["tst_memory_ratio"] == pytest.approx(
+        times["peak_memory_bytes"]["phase1"] / times["peak_memory_bytes"]["next_token_chunked"], rel=1e-12)
     # the rows are summary_row's reading of these runs -- or, where a seed's longer baseline ended
     # higher than a shorter one (runs of 20-60 steps of 128 positions are that noisy), its reason
     frontiers = {s: sorted((r["flops"], r["final_val_loss"]) for r in runs if r["seed"] == s and r["role"] == "frontier")

@@ -329,10 +329,15 @@ def _step_times(plan: FlavorPlan, setup: FrontierSetup, arm: str, lr: float, out
         "kernel_gain": result["kernel_gain"], "tst_step_ratio": result["tst_step_ratio"],
         "phase1_vs_baseline": result["phase1_vs_baseline"],
         "control_phase2_vs_baseline": result["control_phase2_vs_baseline"],
-        "steps_timed_each": s["phase1"]["n"], "path": path,
+        "steps_timed_each": s["phase1"]["n"],
+        # the measurement itself: each variant's median, quartiles and IQR; peak memory and its ratios
+        "step_s": s, "peak_memory_bytes": result.get("peak_memory_bytes"),
+        **{k: result.get(k) for k in ("tst_memory_ratio", "phase1_vs_baseline_memory", "kernel_memory_gain")},
+        "path": path,
         "note": "baseline step = torchtitan's own cross-entropy, as the baseline runs; mean TST step = "
                 "r x phase 1 + (1 - r) x phase 2; kernel_gain = baseline / next-token step through the "
-                "chunked kernel (the kernel's own effect, not TST's)",
+                "chunked kernel (the kernel's own effect, not TST's); tst_step_ratio = phase 1 / the "
+                "next-token step through the same kernel (TST's own cost, like for like)",
     }
 
 

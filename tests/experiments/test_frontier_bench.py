@@ -20,7 +20,7 @@ from torchtitan.train import Trainer
 import tst_titan.config  # noqa: F401  (activates the extension here: tst_* specs, CPU mode)
 from tests.helpers.distributed import run_on_processes
 from tst_titan.analysis.frontier import aa_control, interval_coverage, summary_row
-from tst_titan.datastore.store import CorpusMismatchError
+from tst_titan.datastore.store import CorpusMismatchError, TokenStore
 from tst_titan.experiments import bench, frontier, pairs, steptime
 from tst_titan.experiments.runner import (BASE_CONFIG, RUN_RECORD, finished_run, run_settings, run_training,
                                          training_command)
@@ -155,6 +155,8 @@ def test_frontier_json_holds_every_run_and_figure_and_a_second_call_trains_nothi
     assert set(on_disk) >= {"corpus_sha256", "corpus", "versions", "setup", "runs", "tuning", "summary",
                             "aa_control", "old_metric", "step_times", "total_wall_s", "targets"}
     assert on_disk["corpus_sha256"] == on_disk["corpus"]["corpus_sha256"] and "torchtitan" in on_disk["versions"]
+    store = TokenStore(on_disk["corpus"]["store"], "train"), TokenStore(on_disk["corpus"]["store"], "val")
+    assert on_disk["corpus"]["tokens"] == {"train": len(store[0]), "val": len(store[1])}
     assert os.path.getsize(os.path.join(out, "frontier.png")) > 10_000
     params, per_position = tiny_parameters_and_flops_per_position()
     flops_per_step = per_position * SEQ * BATCH

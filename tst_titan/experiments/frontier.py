@@ -49,7 +49,7 @@ import torch
 import tst_titan
 from tst_titan.analysis.frontier import (AA_ARM, MIN_SEEDS, first_crossing_speedup, mean_tst_step_s, plot_frontier,
                                          summary_row)
-from tst_titan.datastore.store import CorpusMismatchError, corpus_record
+from tst_titan.datastore.store import CorpusMismatchError, corpus_record, read_manifest
 from tst_titan.experiments.bench import BenchSetup, _build_model, claim_output_folder, prepare_data, run_overrides
 from tst_titan.experiments.pairs import (demo_checkpoint_plan, prune_checkpoints, switch_checkpoint_overrides,
                                          write_pair_record)
@@ -411,6 +411,8 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
     store_dir = prepare_data(plans[0].bench)
     corpus = corpus_record(store_dir)
     claim_output_folder(out_dir, corpus)
+    # the corpus's size as trained on (the README quotes it from here)
+    corpus = dict(corpus, tokens={split: info["tokens"] for split, info in read_manifest(store_dir)["splits"].items()})
     if setup.dataset == "embedded_large":
         setup = replace(setup, dataset_path=store_dir)
         plans = [replace(p, bench=replace(p.bench, dataset_path=store_dir)) for p in plans]

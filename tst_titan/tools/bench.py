@@ -63,7 +63,7 @@ def _corpus_options(parser) -> None:
     parser.add_argument("--corpus", help="a folder of text (txt/md/rst/py/jsonl, recursive) instead of the embedded corpus")
     parser.add_argument("--small-corpus", action="store_true",
                         help="the stdlib-only embedded corpus (~4 M tokens) instead of stdlib + "
-                             "pinned packages (~22 M tokens at vocab 512, built once in under a minute)")
+                             "pinned packages (21.6 M training tokens at vocab 512, built once in under a minute)")
 
 
 def _corpus(parser, args, setup):

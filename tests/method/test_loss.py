@@ -162,8 +162,9 @@ def test_bf16_logits(weighting):
     assert loss.dtype == torch.float32
     assert grad.dtype == torch.bfloat16
     torch.testing.assert_close(loss.double(), ref, rtol=1e-6, atol=0)  # fp32 sums of exact inputs
-    # computed in fp32, stored in bf16: within one bf16 rounding (2^-9 relative, 2^-8 allowed) of
-    # the exact gradient; atol for fp32 cancellation where a softmax term meets a target's
+    # computed in fp32, stored in bf16: within one bf16 rounding of the exact gradient (8 significant
+    # bits: at most 2^-8 relative, the tolerance; a relative 1e-4 is below bf16's resolution, so no
+    # bf16-stored gradient can meet it); atol for fp32 cancellation where a softmax term meets a target's
     torch.testing.assert_close(grad.double(), ref_grad, rtol=2**-8, atol=1e-6)
 
 

@@ -87,14 +87,35 @@ def test_mi_with_its_plateau_is_nearly_uniform_and_its_decaying_part_is_not():
     assert decay[0] / decay[-1] > power[0] / power[-1] > mi[0] / mi[-1]  # 6^1.25 > 6 > 1.33
 
 
-def test_weights_are_made_once_per_device_not_per_call(monkeypatch):
-    logits, labels = _logits().requires_grad_(), _labels(6)
-    bag_cross_entropy(logits, labels, "power").backward()  # the first call may build the weights
-    made = []
-    real = torch.tensor
-    monkeypatch.setattr(torch, "tensor", lambda *a, **k: made.append(a) or real(*a, **k))
-    bag_cross_entropy(logits, labels, "power").backward()
-    assert made == []
+# Ways a loss could make a tensor from Python data (a blocking host-to-device copy on CUDA) or read
+# one back to the host (a sync): none may run in a call after the first.
+HOST_TO_DEVICE = ("tensor", "as_tensor", "asarray", "from_numpy", "full", "scalar_tensor")
+DEVICE_TO_HOST = ("item", "tolist", "cpu", "numpy", "__bool__", "__int__", "__float__")
+
+
+@pytest.mark.parametrize("weighting", ["uniform", "power", "mi", "mi_decay", "exponential"])
+@pytest.mark.parametrize("bag_size", [1, 6])
+def test_a_call_after_the_first_makes_no_tensor_from_python_data_and_reads_nothing_back(
+        monkeypatch, weighting, bag_size):
+    # bag size 1: [B, L] labels, the baseline's next-token loss through the same function
+    logits, labels = _logits().requires_grad_(), _labels(bag_size)[..., 0] if bag_size == 1 else _labels(bag_size)
+    bag_cross_entropy(logits, labels, weighting).backward()  # the first call may build the weights
+    calls = []
+
+    def spy(owner, name):
+        real = getattr(owner, name)
+        monkeypatch.setattr(owner, name, lambda *a, **k: calls.append(name) or real(*a, **k))
+
+    for name in HOST_TO_DEVICE:
+        spy(torch, name)
+    for name in DEVICE_TO_HOST:
+        spy(torch.Tensor, name)
+    torch.full((1,), 2.0).item()  # the spies see what they watch
+    assert calls == ["full", "item"]
+    calls.clear()
+    bag_cross_entropy(logits, labels, weighting).backward()
+    monkeypatch.undo()
+    assert calls == []
 
 
 def test_labels_outside_the_vocabulary_raise_like_torchtitan():

@@ -6,8 +6,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
+import platform
 import shutil
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -72,6 +76,24 @@ def test_two_builds_in_two_fresh_folders_give_the_same_hash(tmp_path):
     records["three"] = corpus_record(changed / ".tst_store")
     with pytest.raises(CorpusMismatchError, match=r"corpus_sha256 differs.*one: .*three: "):
         check_same_corpus(records)
+
+
+def test_the_large_embedded_corpus_hashes_the_same_in_two_fresh_interpreters(tmp_path):
+    # the benchmark's corpus (the stdlib and the pinned packages' sources) listed, read and hashed
+    # from scratch by two interpreters in other folders with other hash seeds
+    code = ("from tst_titan.datastore.sources import corpus_sha256, embedded_documents; "
+            "print(corpus_sha256(embedded_documents(include_site_packages=True)))")
+    hashes = []
+    for folder, hash_seed in (("one", "0"), ("two", "4242")):
+        (tmp_path / folder).mkdir()
+        done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path / folder, capture_output=True, text=True,
+                              env=dict(os.environ, PYTHONHASHSEED=hash_seed), check=True)
+        hashes.append(done.stdout.strip())
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 64
+    # the committed studies were trained on this corpus: with their Python, the same hash here
+    study = json.loads((Path(__file__).parents[2] / "results" / "frontier.json").read_text())
+    if study["versions"]["python"] == platform.python_version():
+        assert hashes[0] == study["corpus_sha256"]
 
 
 def test_every_store_kind_records_it(tmp_path, monkeypatch):

@@ -199,6 +199,10 @@ def test_frontier_json_holds_every_run_and_figure_and_a_second_call_trains_nothi
         assert r["wall_clock_speedup"]["median"] == pytest.approx(iso["median"] * ratio, rel=1e-12)
     times = on_disk["step_times"]["tiny"]["s6_r0.3"]
     assert times["kernel_gain"] == 1.25 and times["baseline_step_s"] == 0.010
+    # the frontier's shape: the law falls 1 nat per e-fold of steps (and FLOPs) on every segment
+    shape = on_disk["frontier_shape"]["tiny"]
+    assert shape["segments"] == [[20, 30], [30, 40], [40, 60]] and shape["n_seeds"] == 3
+    assert shape["mean_slope"] == pytest.approx([-1.0] * 3, rel=1e-12) and shape["sd_slope"] == pytest.approx([0] * 3, abs=1e-12)
     # the measurement is kept whole: quartiles and IQR of every variant, memory and its ratios
     measured = json.loads(open(os.path.join(out, "tiny", "steptime_s6_r0.3.json")).read())
     assert times["step_s"] == measured["step_s"] and times["step_s"]["phase1"]["iqr"] == pytest.approx(0.0033)
@@ -287,7 +291,7 @@ def test_reanalyse_recomputes_a_studys_figures_from_its_runs(tmp_path, capsys):
     frontier.frontier(TINY, out, quiet=True, train=FakeTrainer(), steptime=fake_steptime)
     path = os.path.join(out, frontier.FRONTIER_FILE)
     study = json.loads(open(path).read())
-    figures = ("summary", "aa_control", "targets", "old_metric", "frontier_checks")
+    figures = ("summary", "aa_control", "targets", "old_metric", "frontier_checks", "frontier_shape")
     # fed its own study, it returns the study's figures
     again = json.loads(json.dumps(frontier.reanalyse(study, source=path)))
     assert {k: again[k] for k in figures} == {k: study[k] for k in figures}
@@ -348,7 +352,7 @@ def test_studies_of_disjoint_seeds_pool_into_the_study_of_all_seeds(tmp_path, ca
         paths[name] = str(tmp_path / name / frontier.FRONTIER_FILE)
     study = {k: json.loads(open(p).read()) for k, p in paths.items()}
     merged = json.loads(json.dumps(frontier.merge_studies([study["a"], study["b"]], [paths["a"], paths["b"]])))
-    for key in ("summary", "aa_control", "targets", "old_metric", "plans", "frontier_checks"):
+    for key in ("summary", "aa_control", "targets", "old_metric", "plans", "frontier_checks", "frontier_shape"):
         assert merged[key] == study["all"][key], key
 
     def without_paths(times):

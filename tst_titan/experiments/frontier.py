@@ -39,6 +39,7 @@ import contextlib
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -431,7 +432,8 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
         "device": setup.device, "setup": asdict(setup), "window_order": "shuffled",
         "plans": {p.flavor: {k: v for k, v in asdict(p).items() if k != "bench"} for p in plans},
         "primary_arm": PRIMARY_ARM, "runs": runs, "tuning": tuning, "summary": None, "aa_control": None,
-        "old_metric": old, "step_times": step_times, "targets": None, "frontier_checks": None, "notes": NOTES,
+        "old_metric": old, "step_times": step_times, "targets": None, "frontier_checks": None,
+        "frontier_shape": None, "notes": NOTES,
     })
     result["total_wall_s"] = time.perf_counter() - t_start
     result["runs_wall_s"] = runs_wall_s(out_dir)
@@ -534,6 +536,26 @@ def _monotone(runs, flavor) -> dict:
     return out
 
 
+def _shape(runs, flavor) -> dict:
+    """How a flavor's frontier bends: for each pair of consecutive lengths, the change of final
+    loss per e-fold of FLOPs (d loss / d ln C), its mean and sample SD over the seeds. A power law
+    with a floor (the fit) falls ever slower, so its slopes shrink in magnitude with FLOPs; where
+    they do not, the fit's exponent runs to the edge of its search (reported in the rows)."""
+    slopes, lengths = [], None
+    for seed in sorted({r["seed"] for r in runs if r["flavor"] == flavor and r["role"] == "frontier"}):
+        pts = sorted((r["steps"], r["flops"], r["final_val_loss"]) for r in runs
+                     if r["flavor"] == flavor and r["role"] == "frontier" and r["seed"] == seed)
+        lengths = lengths or [p[0] for p in pts]
+        if [p[0] for p in pts] != lengths:
+            raise ValueError(f"{flavor} seed {seed}: frontier lengths {[p[0] for p in pts]}, other seeds {lengths}")
+        slopes.append([(b[2] - a[2]) / math.log(b[1] / a[1]) for a, b in zip(pts, pts[1:])])
+    by_segment = list(zip(*slopes))
+    return {"segments": [[a, b] for a, b in zip(lengths, lengths[1:])],
+            "mean_slope": [statistics.fmean(v) for v in by_segment],
+            "sd_slope": [statistics.stdev(v) if len(v) > 1 else None for v in by_segment],
+            "n_seeds": len(slopes), "unit": "nats per e-fold of training FLOPs"}
+
+
 def _row(flavor, tokens_per_param, parameters, arm, frontiers, treatment, times) -> dict:
     """summary_row, or (when the runs cannot be read as a frontier, e.g. a longer run ending
     higher) the reason, kept in the row."""
@@ -615,7 +637,8 @@ def _figures(result: dict) -> dict:
         old[flavor] = dict(o, iso_loss_speedup_same_seed=new)
     largest = max(result["plans"].values(), key=lambda p: p["parameters"])["flavor"]
     return dict(result, summary=rows, aa_control=aa, old_metric=old, targets=_targets(rows, aa, largest),
-                frontier_checks={f: _monotone(runs, f) for f in result["plans"]}, notes=NOTES)
+                frontier_checks={f: _monotone(runs, f) for f in result["plans"]},
+                frontier_shape={f: _shape(runs, f) for f in result["plans"]}, notes=NOTES)
 
 
 def reanalyse(result: dict, source: str | None = None) -> dict:
@@ -628,7 +651,8 @@ def reanalyse(result: dict, source: str | None = None) -> dict:
             raise ValueError(f"not a frontier.json: no {key!r} (keys: {sorted(result)})")
     return dict(_figures(result), reanalysis={
         "source": source, "tst_titan": tst_titan.__version__,
-        "recomputed": ["summary", "aa_control", "targets", "frontier_checks", "old_metric.iso_loss_speedup_same_seed"],
+        "recomputed": ["summary", "aa_control", "targets", "frontier_checks", "frontier_shape",
+                       "old_metric.iso_loss_speedup_same_seed"],
         "note": "figures computed again from the runs recorded here, without training"})
 
 

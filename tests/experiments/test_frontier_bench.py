@@ -275,7 +275,7 @@ def test_a_flavor_can_have_its_own_grids(tmp_path):
     assert frontier.total_steps([plan], setup) == 4 * plan.steps + 2 * (plan.frontier_steps() + 2 * plan.steps)
 
 
-def test_a_frontier_that_cannot_bracket_tst_reports_a_bound(tmp_path):
+def test_a_frontier_that_cannot_bracket_tst_reports_a_bound(tmp_path, capsys):
     # a grid up to 1.0 x N: TST s6 (worth 1.25-1.35 N) beats the longest baseline of every seed
     setup = replace(TINY, factors=(0.5, 0.625, 0.75, 1.0), arms=("s6_r0.3",), tokens_per_param=2 * 0.0139,
                     evals_per_run=8)  # N = 80, lengths 40, 50, 60, 80
@@ -283,6 +283,11 @@ def test_a_frontier_that_cannot_bracket_tst_reports_a_bound(tmp_path):
     iso = result["summary"][0]["iso_loss_speedup"]
     assert iso["bound"] == ">" and iso["median"] is None and iso["value"] == pytest.approx(1.0)
     assert frontier.format_speedup(iso) == "> 1.00x"
+    # the printed table says what the bound means, and gives the step times with their quartiles
+    frontier.print_table(result)
+    out = capsys.readouterr().out
+    assert "> 1.00x" in out and "'> x': TST ended below the longest baseline" in out
+    assert "baseline 10.0 [9.0-12.0] ms, phase 1 11.0 [9.9-13.2] ms" in out and "same kernel) 1.050x" in out
 
 
 @pytest.mark.usefixtures("embedded_store")

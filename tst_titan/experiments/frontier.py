@@ -777,6 +777,12 @@ def print_table(result: dict) -> None:
         fit = r.get("iso_loss_speedup_fit")
         print(f"  {'':<8} {'':>9} {'':>9} {'':<9} power-law fit L = E + A C^-a: "
               f"{fit.get('error') if fit and fit.get('error') else format_speedup(fit)}")
+    bounds = {(r.get(k) or {}).get("bound") for r in [*result["summary"], *result["aa_control"].values()]
+              for k in ("iso_loss_speedup", "iso_loss_speedup_fit")} - {None}
+    if bounds:
+        print("  '> x': TST ended below the longest baseline of some seed, so the frontier needs more than its longest"
+              " run: the speedup is at least x (a longer frontier gives the number); '< x': it ended above the"
+              " shortest, so at most x; 'grid too narrow both ways': seeds fell off both ends")
     for flavor, a in result["aa_control"].items():
         iso = a.get("iso_loss_speedup")
         contains = "" if not iso or iso.get("ci95_t_contains_1") is None else \
@@ -792,9 +798,15 @@ def print_table(result: dict) -> None:
               f"{same_seed}")
     for flavor, arms in result["step_times"].items():
         for arm, t in arms.items():
-            print(f"  {flavor:<8} {arm:<9} step: baseline {t['baseline_step_s'] * 1e3:.1f} ms, phase 1 "
-                  f"{t['phase1_step_s'] * 1e3:.1f} ms, phase 2 {t['phase2_step_s'] * 1e3:.1f} ms; chunked kernel's "
-                  f"own gain {t['kernel_gain']:.3f}x")
+            def ms(variant, median):  # median [q1-q3] where the study kept the quartiles
+                q = (t.get("step_s") or {}).get(variant) or {}
+                spread = f" [{q['q1'] * 1e3:.1f}-{q['q3'] * 1e3:.1f}]" if "q1" in q else ""
+                return f"{median * 1e3:.1f}{spread} ms"
+
+            print(f"  {flavor:<8} {arm:<9} step, median [IQR]: baseline {ms('baseline', t['baseline_step_s'])}, "
+                  f"phase 1 {ms('phase1', t['phase1_step_s'])}, phase 2 {ms('phase2', t['phase2_step_s'])}; "
+                  f"TST's own cost (phase 1 / next-token step, same kernel) {t['tst_step_ratio']:.3f}x; "
+                  f"chunked kernel's own gain {t['kernel_gain']:.3f}x")
     for flavor, seeds in result["frontier_checks"].items():
         for seed, c in seeds.items():
             for short, long, a, b in c["not_falling"]:

@@ -161,8 +161,8 @@ def _syncs_in_a_training_step(model, optimizer, inputs, labels) -> int:
 
 def test_a_whole_training_step_at_a_real_batch_syncs_no_more_in_phase1_than_the_baseline():
     # 4 x 1024 positions: 4,096 embedding indices for the baseline and 24,576 for s = 6 bags, both
-    # past the 3,072 up to which CUDA's embedding backward takes its atomic path, so phase 1 runs the
-    # sorting backward that real batches run. Whatever torch's own kernels and AdamW sync (if
+    # past the 3,072 up to which CUDA's embedding backward uses its per-feature kernel, so both run
+    # the sorting backward that real batches run. Whatever torch's own kernels and AdamW sync (if
     # anything) the baseline syncs as well; phase 1 must add none.
     model = llama3(vocab=32768)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -771,7 +771,8 @@ def print_table(result: dict) -> None:
         d = r["equal_flops_delta"]
         delta = f"{d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
         w = r["wall_clock_speedup"]
-        wall = "-" if not w else (f"{w['bound']} {w['value']:.2f}x" if w["bound"] else f"{w['median']:.2f}x")
+        wall = "-" if not w else f"{w['median']:.2f}x" if not w["bound"] else \
+            "grid too narrow both ways" if w["value"] is None else f"{w['bound']} {w['value']:.2f}x"
         print(f"  {r['flavor']:<8} {r['parameters']:>9,} {r['tokens_per_param']:>9.1f} {r['arm']:<9} "
               f"{format_speedup(r['iso_loss_speedup']):<38} {delta:<30} {wall:<18}")
         fit = r.get("iso_loss_speedup_fit")
@@ -803,10 +804,15 @@ def print_table(result: dict) -> None:
                 spread = f" [{q['q1'] * 1e3:.1f}-{q['q3'] * 1e3:.1f}]" if "q1" in q else ""
                 return f"{median * 1e3:.1f}{spread} ms"
 
-            print(f"  {flavor:<8} {arm:<9} step, median [IQR]: baseline {ms('baseline', t['baseline_step_s'])}, "
+            label = "median [IQR]" if "q1" in ((t.get("step_s") or {}).get("baseline") or {}) else "median"
+            print(f"  {flavor:<8} {arm:<9} step, {label}: baseline {ms('baseline', t['baseline_step_s'])}, "
                   f"phase 1 {ms('phase1', t['phase1_step_s'])}, phase 2 {ms('phase2', t['phase2_step_s'])}; "
                   f"TST's own cost (phase 1 / next-token step, same kernel) {t['tst_step_ratio']:.3f}x; "
                   f"chunked kernel's own gain {t['kernel_gain']:.3f}x")
+    for flavor, shape in (result.get("frontier_shape") or {}).items():
+        slopes = " ".join(f"{v:+.3f}" for v in shape["mean_slope"])
+        print(f"  {flavor:<8} frontier slope per e-fold of FLOPs, segment by segment (mean of {shape['n_seeds']} "
+              f"seeds): {slopes} (a power law with a floor only flattens)")
     for flavor, seeds in result["frontier_checks"].items():
         for seed, c in seeds.items():
             for short, long, a, b in c["not_falling"]:

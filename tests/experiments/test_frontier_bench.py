@@ -220,6 +220,11 @@ def test_frontier_json_holds_every_run_and_figure_and_a_second_call_trains_nothi
     want = {1: 0.99, 2: 1.01, 3: 0.99}
     assert [p["speedup"] for p in aa["iso_loss_speedup"]["per_seed"]] == pytest.approx(list(want.values()), rel=1e-12)
     assert aa["iso_loss_speedup"]["ci95_t_contains_1"] is True
+    # how many seeds the control's target needs at this spread: (1.96 sd / ln 1.05)^2 of the log speedups
+    sd = float(np.std(np.log(list(want.values())), ddof=1))
+    assert on_disk["targets"]["aa"]["tiny"]["log_speedup_sd"] == pytest.approx(sd, rel=1e-9)
+    assert math.ceil((1.96 * sd / math.log(1.05)) ** 2) == 1  # a spread this small: the 2 seeds an interval needs
+    assert on_disk["targets"]["aa"]["tiny"]["seeds_for_median_within"] == 2
     frontiers = {f["seed"]: f["runs"] for f in aa["frontiers"]}
     replicates = {r["seed"]: (r["flops"], r["final_val_loss"]) for r in runs if r["arm"] == "aa"}
     assert aa["iso_loss_speedup"] == json.loads(json.dumps(aa_control(frontiers, replicates)))
@@ -658,3 +663,16 @@ def test_the_protocol_trains_for_real_and_resumes_through_run_training(tmp_path,
     assert os.path.exists(os.path.join(lost, "train.log"))  # written by the subprocess
     assert json.loads(json.dumps(again["summary"])) == first["summary"]
     assert json.loads(json.dumps(again["runs"])) == runs
+
+
+def test_the_control_reports_how_many_seeds_its_target_needs_at_its_spread():
+    speedups = [0.8, 1.0, 1.25, 1.1, 0.95]
+    aa = {"mini": {"iso_loss_speedup": {"median": 1.01, "ci95_contains_1": True, "ci95_t_contains_1": True,
+                                        "per_seed": [{"seed": i, "speedup": v} for i, v in enumerate(speedups)]}}}
+    got = frontier._targets([], aa, "mini")["aa"]["mini"]
+    logs = [math.log(v) for v in speedups]
+    mean = sum(logs) / len(logs)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
+    assert got["log_speedup_sd"] == pytest.approx(sd, rel=1e-12) and got["median_within"] is True
+    # (1.96 x 0.1665 / ln 1.05)^2 = 44.7: 45 seeds for the geometric mean to fall within 1.05 of 1
+    assert got["seeds_for_median_within"] == math.ceil((1.96 * sd / math.log(1.05)) ** 2) == 45

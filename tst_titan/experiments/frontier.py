@@ -618,8 +618,8 @@ def _targets(rows, aa, largest: str) -> dict:
 
 # -- the figures, from a study's runs -----------------------------------------------------------------
 def _figures(result: dict) -> dict:
-    """``result`` with its figures (``summary``, ``aa_control``, ``targets``, ``frontier_checks``, the
-    old metric's same-seed iso-loss figure) computed from what ``frontier.json`` keeps of every run
+    """``result`` with its figures (``summary``, ``aa_control``, ``targets``, ``frontier_checks``,
+    ``frontier_shape``, the old metric's same-seed iso-loss figure) computed from what ``frontier.json`` keeps of every run
     (its role, seed, arm, FLOPs and final loss) and of the step times: how :func:`frontier` computes
     them, and :func:`reanalyse` again from a study's JSON."""
     runs, rows, aa = result["runs"], [], {}

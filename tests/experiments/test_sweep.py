@@ -112,7 +112,7 @@ def test_library_checks_and_the_plan():
     assert S.DEFAULT.ablation_r() == 0.3 and replace(S.DEFAULT, fractions=(0.2, 0.4)).ablation_r() == 0.2
     # the presets' sizes (their docstrings quote them): the heat map, plus per ablation bag size one
     # cell per further mode, weighting and optimizer option (the reference cell lies in the heat map)
-    for setup, cells in ((S.QUICK, 30), (S.DEFAULT, 78)):
+    for setup, cells in ((S.QUICK, 32), (S.DEFAULT, 84)):
         extra = len(setup.modes) + len(setup.weightings) + len(setup.optimizer_at_switch) - 3
         assert len(S.plan_cells(setup)) == len(setup.fractions) * len(setup.bag_sizes) + len(setup.ablation_s()) * extra \
             == cells

@@ -65,7 +65,7 @@ class SweepSetup:
     bag_sizes: tuple = (2, 4, 6, 8, 12, 16)
     modes: tuple = ("full", "input_only", "output_only")
     weightings: tuple = ("uniform", "power", "mi", "mi_decay", "exponential")
-    optimizer_at_switch: tuple = ("keep", "reset_moments")
+    optimizer_at_switch: tuple = ("keep", "reset_moments", "reset_rewarm")
     ablation_fraction: float | None = None  # None: the grid fraction closest to 0.3
     ablation_bag_sizes: tuple | None = None  # None: every grid bag size
     jobs: int = 1  # runs at once (each with cpus / jobs threads)
@@ -79,11 +79,11 @@ class SweepSetup:
         return tuple(self.ablation_bag_sizes) if self.ablation_bag_sizes is not None else tuple(self.bag_sizes)
 
 
-#: The default grid: a 6 x 6 heat map and every ablation at r = 0.3 and every s: 78 cells and the
-#: baseline, 79 runs of the benchmark's default length (1860 steps).
+#: The default grid: a 6 x 6 heat map and every ablation at r = 0.3 and every s: 84 cells and the
+#: baseline, 85 runs of the benchmark's default length (1860 steps).
 DEFAULT = SweepSetup(steps=1860, val_every=186, jobs=2)
-#: ``--quick``: a 4 x 4 heat map and every ablation at r = 0.3, s = 4 and 16: 30 cells and the
-#: baseline, 31 runs of the quick benchmark's length (930 steps).
+#: ``--quick``: a 4 x 4 heat map and every ablation at r = 0.3, s = 4 and 16: 32 cells and the
+#: baseline, 33 runs of the quick benchmark's length (930 steps).
 QUICK = SweepSetup(steps=930, val_every=93, fractions=(0.1, 0.3, 0.5, 0.7), bag_sizes=(2, 4, 8, 16),
                    ablation_fraction=0.3, ablation_bag_sizes=(4, 16), jobs=2)
 #: A few-second sweep of the tiny model for tests, the notebook's CI run and its demo fallback.

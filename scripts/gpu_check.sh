@@ -8,8 +8,18 @@
 # phase, tokens/s, peak memory and MFU to outputs/gpu_check/gpu_check.json (--out DIR to change);
 # each run's log and metrics.jsonl are kept next to it. See tst_titan/experiments/gpucheck.py.
 # Last the frontier study's GPU preset (`python -m tst_titan.tools.bench --device cuda`: TST against
-# fully trained baselines, 3 seeds, a 22.5 M-parameter model; about 8 minutes of training) into
-# <out>/frontier_cuda (frontier.json, frontier.png).
+# fully trained baselines, 3 seeds, a 22.5 M-parameter model) into <out>/frontier_cuda (frontier.json,
+# frontier.png). Never run yet: 33,075 optimizer steps in 41 processes, about 8 minutes of steps at
+# an assumed 15 ms a step, plus each process's start-up and the stable runs' checkpoints: expect
+# 15-20 minutes. It resumes where it stopped (finished runs are reused), so calls limited to
+# 10 minutes each can share it on a machine that stays up.
+#
+# Time: the tests take a minute or two, the performance check under 8 minutes: on a 15-minute GPU
+# loan run GPU_CHECK_STAGES="tests perf", and the frontier on a longer one.
+#
+# On a machine without internet access and without torchtitan (a bare GPU image): first run
+# `bash scripts/gpu_bundle.sh` where PyPI is reachable and send .gpu_bundle/ along; this script
+# installs it (see below).
 #
 #   bash scripts/gpu_check.sh               # on a GPU machine with the package installed
 #   bash scripts/gpu_check.sh --cpu-smoke   # the performance check's mechanics on CPU in ~1 minute (tests run it)
@@ -30,6 +40,21 @@ for stage in $stages; do
     esac
 done
 has_stage() { [[ " $stages " == *" $1 "* ]]; }
+# The bundle of scripts/gpu_bundle.sh, for a GPU machine that cannot download and lacks torchtitan's
+# stack: its wheels installed into a folder of their own (the machine's packages stay as they are),
+# its token store unpacked where the benchmark looks for it. Skipped where torchtitan imports.
+if [[ -d .gpu_bundle/wheels ]] && ! "$PYTHON" -c "import torchtitan" 2>/dev/null; then
+    site="${TST_GPU_SITE:-/tmp/tst_gpu_site}"
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
+        .gpu_bundle/wheels/*.whl
+    export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
+    echo "gpu_check: installed .gpu_bundle/wheels into $site"
+fi
+if [[ -f .gpu_bundle/embedded_pinned_v2048.tar.xz && ! -d data/embedded_pinned_v2048 ]]; then
+    mkdir -p data
+    tar -C data -xJf .gpu_bundle/embedded_pinned_v2048.tar.xz
+    echo "gpu_check: unpacked the GPU preset's token store into data/embedded_pinned_v2048"
+fi
 smoke=0
 if [[ " $* " == *" --cpu-smoke "* ]]; then smoke=1; fi
 if (( ! smoke )); then

@@ -20,12 +20,15 @@ from torchtitan.train import Trainer
 
 import tst_titan.config  # noqa: F401  (activates the extension here: tst_* specs, CPU mode)
 from tests.helpers.distributed import run_on_processes
+from tests.helpers.trainer import EMBEDDED_STORE
 from tst_titan.analysis.frontier import aa_control, interval_coverage, summary_row
-from tst_titan.datastore.store import CorpusMismatchError
+from tst_titan.datastore.build import ensure_store
+from tst_titan.datastore.store import CorpusMismatchError, TokenStore
 from tst_titan.experiments import bench, frontier, pairs, steptime
 from tst_titan.experiments.runner import (BASE_CONFIG, RUN_RECORD, finished_run, run_settings, run_training,
                                          training_command)
 from tst_titan.run_files import read_metrics
+from tst_titan.train_spec import flavors_of
 from tst_titan.tools import bench as bench_tool
 
 # The tiny llama3 (dim 64, 2 layers, 4 heads, FFN 192, vocab 2048) at 4 x 32 positions a step.
@@ -494,6 +497,47 @@ def test_bad_setups_are_refused_before_any_training(tmp_path, change, message):
     with pytest.raises(ValueError, match=message):
         frontier.frontier(setup, str(tmp_path / "out"), train=_refuse_training, steptime=_refuse_training)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.usefixtures("embedded_store")
+def test_an_evaluation_larger_than_the_val_split_is_refused_before_any_training(tmp_path):
+    # the most validation steps the held-out split holds, counted from the store itself: plain
+    # samples of seq_len + 1 tokens, batch of them a step
+    val_tokens = len(TokenStore(EMBEDDED_STORE, "val"))
+    most = val_tokens // (SEQ + 1) // BATCH
+    with pytest.raises(ValueError, match=rf"val_steps = {most + 1} x batch = {BATCH} needs {(most + 1) * BATCH} "
+                                         rf"held-out samples of seq_len \+ 1 = {SEQ + 1} tokens.*"
+                                         rf"lower val_steps to at most {most}$"):
+        frontier.frontier(replace(TINY, val_steps=most + 1), str(tmp_path / "out"), train=_refuse_training,
+                          steptime=_refuse_training)
+    assert not (tmp_path / "out").exists()
+    # at the limit the check passes, and the study goes on to train
+    with pytest.raises(AssertionError, match="trained despite bad input"):
+        frontier.frontier(replace(TINY, val_steps=most), str(tmp_path / "out"), train=_refuse_training,
+                          steptime=_refuse_training)
+
+
+def test_the_gpu_preset_evaluates_within_its_corpus(tmp_path):
+    # the preset's first run would otherwise stop at its validator, on a GPU nobody here can test
+    # on: its store (the pinned large corpus at the small flavor's vocab) built afresh (~15 s)
+    plan = frontier.plan_flavor(frontier.CUDA, "small")
+    store = tmp_path / "pinned_v2048"
+    manifest = ensure_store(store, vocab_size=flavors_of(frontier.CUDA.model_name)["small"].vocab_size,
+                            include_site_packages=True)
+    val_tokens = manifest["splits"]["val"]["tokens"]
+    bench.check_validation_split(val_tokens, plan.bench, str(store))
+    assert frontier.CUDA.val_steps * frontier.CUDA.batch * (frontier.CUDA.seq_len + 1) <= val_tokens
+    with pytest.raises(ValueError, match="lower val_steps"):  # what the preset asked for before
+        bench.check_validation_split(val_tokens, replace(plan.bench, val_steps=32), str(store))
+
+
+def test_train_epochs_count_what_each_run_reads():
+    plan = frontier.plan_flavor(frontier.QUICK, "micro")
+    assert (plan.steps, max(plan.lengths)) == (680, 2720)
+    # 16 x 128 positions a step; r = 0.3 of 680 steps: 204 bag steps, then 476 token steps
+    epochs = frontier.train_epochs(plan, frontier.QUICK, train_tokens=1_000_000)
+    assert epochs == {"longest_baseline": 2720 * 2048 / 1e6, "s6_r0.3": (204 * 6 + 476) * 2048 / 1e6,
+                      "s4_r0.3": (204 * 4 + 476) * 2048 / 1e6}
 
 
 def test_cuda_without_a_gpu_is_refused(tmp_path, monkeypatch):

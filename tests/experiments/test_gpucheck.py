@@ -73,3 +73,18 @@ def test_an_unknown_stage_is_refused_naming_the_allowed_ones(tmp_path):
     proc = _gpu_check(tmp_path, "tests speed")
     assert proc.returncode == 2
     assert "unknown stage 'speed' in GPU_CHECK_STAGES; allowed: tests, perf, frontier" in proc.stderr
+
+
+def test_the_gpu_bundle_carries_the_pinned_versions_this_suite_runs_with():
+    # scripts/gpu_bundle.sh packs torchtitan's stack for a GPU machine without it: the versions
+    # pyproject.toml pins, and for the rest the ones installed here
+    import importlib.metadata
+    import tomllib
+    listed = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_bundle.sh"), "--list"], capture_output=True,
+                            text=True, timeout=60, env={**os.environ, "PYTHON": sys.executable}, check=True)
+    wheels = dict(line.split("==") for line in listed.stdout.split())
+    project = tomllib.loads(open(os.path.join(ROOT, "pyproject.toml")).read())["project"]
+    pins = dict(r.split("==") for r in project["dependencies"] + project["optional-dependencies"]["float8"] if "==" in r)
+    assert {"torchtitan", "torchdata", "tyro", "torchao"} <= set(pins)
+    assert {name: wheels[name] for name in pins} == pins
+    assert all(importlib.metadata.version(name) == version for name, version in wheels.items())

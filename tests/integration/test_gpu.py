@@ -11,11 +11,9 @@ import warnings
 import pytest
 import torch
 from torchtitan.components.loss import cross_entropy_loss
-from torchtitan.models.llama3 import TransformerModelArgs
 
-from tst_titan.method.embedding import install_bag_embedding
 from tst_titan.method.loss import bag_cross_entropy
-from tst_titan.train_spec import get_tst_train_spec
+from tests.helpers.models import bag_batch, small_llama3
 
 pytestmark = pytest.mark.gpu
 
@@ -32,28 +30,6 @@ def record(name: str, values: dict) -> None:
     data[name] = values
     with open(path, "w") as f:
         json.dump(data, f, indent=1)
-
-
-def llama3(vocab=2048, dim=128, layers=2, device="cuda", dtype=torch.float32):
-    """A small torchtitan llama3 with the bag embedding (as the TST specs install it)."""
-    model_cls = get_tst_train_spec("tst_llama3").model_cls
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = model_cls(TransformerModelArgs(dim=dim, n_layers=layers, n_heads=4, vocab_size=vocab,
-                                               multiple_of=64, rope_theta=10000))
-        with torch.no_grad():
-            model.init_weights()
-    return install_bag_embedding(model.to(dtype))
-
-
-def batch(batch_size, seq_len, vocab, bag_size, device="cuda", seed=0):
-    """(inputs, labels): ``[B, L, s]`` bags and next bags (bag_size > 1) or ``[B, L]`` tokens."""
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    stream = torch.randint(0, vocab, (batch_size, (seq_len + 1) * bag_size), generator=g)
-    if bag_size == 1:
-        return stream[:, :-1].to(device), stream[:, 1:].to(device)
-    bags = stream.view(batch_size, seq_len + 1, bag_size)
-    return bags[:, :-1].contiguous().to(device), bags[:, 1:].contiguous().to(device)
 
 
 def test_bf16_bag_loss_matches_a_float64_reference_under_autocast():
@@ -98,9 +74,9 @@ def _peak_step_bytes(model, inputs, labels, loss_fn) -> int:
 def test_phase1_peak_memory_is_within_5_percent_of_the_baseline_at_vocab_128k():
     # 4 x 2048 positions at the Llama-3 vocabulary: the logits are 2 GiB in bf16, so a loss that kept
     # an fp32 copy of them (the +38% spike measured on an H200) would show at once.
-    model = llama3(vocab=LLAMA3_VOCAB, dim=256)
-    base_in, base_labels = batch(4, 2048, LLAMA3_VOCAB, 1)
-    bag_in, bag_labels = batch(4, 2048, LLAMA3_VOCAB, BAG_SIZE)
+    model = small_llama3(vocab=LLAMA3_VOCAB, dim=256)
+    base_in, base_labels = bag_batch(4, 2048, LLAMA3_VOCAB, 1)
+    bag_in, bag_labels = bag_batch(4, 2048, LLAMA3_VOCAB, BAG_SIZE)
     _peak_step_bytes(model, base_in, base_labels, cross_entropy_loss)  # warm up allocator and kernels
     baseline = _peak_step_bytes(model, base_in, base_labels, cross_entropy_loss)
     phase1 = _peak_step_bytes(model, bag_in, bag_labels, bag_cross_entropy)
@@ -112,8 +88,8 @@ def test_phase1_peak_memory_is_within_5_percent_of_the_baseline_at_vocab_128k():
 
 @pytest.mark.parametrize("bag_size", [1, BAG_SIZE], ids=["phase2", "phase1"])
 def test_a_step_makes_no_host_device_synchronisation(bag_size):
-    model = llama3(vocab=32768)
-    inputs, labels = batch(2, 256, 32768, bag_size)
+    model = small_llama3(vocab=32768)
+    inputs, labels = bag_batch(2, 256, 32768, bag_size)
     loss_fn = bag_cross_entropy  # 2-D labels go to torchtitan's cross-entropy inside it
 
     def step():
@@ -164,11 +140,11 @@ def test_a_whole_training_step_at_a_real_batch_syncs_no_more_in_phase1_than_the_
     # past the 3,072 up to which CUDA's embedding backward uses its per-feature kernel, so both run
     # the sorting backward that real batches run. Whatever torch's own kernels and AdamW sync (if
     # anything) the baseline syncs as well; phase 1 must add none.
-    model = llama3(vocab=32768)
+    model = small_llama3(vocab=32768)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     syncs = {}
     for name, bag_size in (("baseline", 1), ("phase1", BAG_SIZE)):
-        inputs, labels = batch(4, 1024, 32768, bag_size)
+        inputs, labels = bag_batch(4, 1024, 32768, bag_size)
         syncs[name] = _syncs_in_a_training_step(model, optimizer, inputs, labels)
     record("syncs_per_training_step", {"positions": 4 * 1024, "bag_size": BAG_SIZE, **syncs})
     assert syncs["phase1"] <= syncs["baseline"], syncs
@@ -178,10 +154,10 @@ def test_compiled_blocks_with_bags_match_eager(monkeypatch):
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)  # restored after the test
-    eager, compiled = llama3(), llama3()
+    eager, compiled = small_llama3(), small_llama3()
     for name, block in compiled.layers.named_children():  # what torchtitan's apply_compile does
         compiled.layers.register_module(name, torch.compile(block, backend="inductor", fullgraph=True))
-    inputs, labels = batch(2, 128, 2048, BAG_SIZE)
+    inputs, labels = bag_batch(2, 128, 2048, BAG_SIZE)
     losses = []
     for model in (eager, compiled):
         loss = bag_cross_entropy(model(inputs), labels)
@@ -209,7 +185,7 @@ def test_fsdp2_on_one_gpu_trains_phase1_like_the_plain_model(monkeypatch):
     monkeypatch.setenv("MASTER_PORT", str(free_port()))
     dist.init_process_group("nccl", rank=0, world_size=1)
     try:
-        plain, sharded = llama3(), llama3()
+        plain, sharded = small_llama3(), small_llama3()
         mesh = init_device_mesh("cuda", (1,))
         for block in sharded.layers.values():
             fully_shard(block, mesh=mesh)
@@ -219,7 +195,7 @@ def test_fsdp2_on_one_gpu_trains_phase1_like_the_plain_model(monkeypatch):
             optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
             losses = []
             for step in range(3):
-                inputs, labels = batch(2, 128, 2048, BAG_SIZE, seed=step)
+                inputs, labels = bag_batch(2, 128, 2048, BAG_SIZE, seed=step)
                 loss = bag_cross_entropy(model(inputs), labels)
                 loss.backward()
                 optimizer.step()

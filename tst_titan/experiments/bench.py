@@ -254,18 +254,37 @@ def claim_output_folder(out_dir: str, corpus: dict) -> None:
 
 
 def prepare_data(setup: BenchSetup) -> str:
-    """Build the token store the runs will read (once), so timing excludes it."""
+    """Build the token store the runs will read (once), so timing excludes it, and check that its
+    held-out split holds the evaluation every run makes (:func:`check_validation_split`)."""
     vocab = flavors_of(setup.model_name)[setup.flavor].vocab_size
     if setup.dataset in ("embedded", "embedded_large"):
         large = setup.dataset == "embedded_large"
         path = setup.dataset_path or default_store(vocab, large)
-        ensure_store(path, vocab, include_site_packages=large)
-        return path
-    if setup.dataset == "folder":
+        manifest = ensure_store(path, vocab, include_site_packages=large)
+    elif setup.dataset == "folder":
         path = os.path.join(setup.dataset_path, ".tst_store")
-        ensure_store(path, vocab, folder=setup.dataset_path)
-        return path
-    return setup.dataset_path
+        manifest = ensure_store(path, vocab, folder=setup.dataset_path)
+    else:
+        return setup.dataset_path
+    check_validation_split(manifest["splits"]["val"]["tokens"], setup, path)
+    return path
+
+
+def check_validation_split(val_tokens: int, setup: BenchSetup, store_dir: str) -> None:
+    """Refuse, before any training, an evaluation that needs more held-out samples than the store's
+    val split holds. torchtitan's validator (our ``build_validation_dataset``) would refuse it too,
+    but only once the first run has started, and in a study after the runs before it."""
+    window = setup.seq_len + 1  # a plain next-token sample, as the validator reads them
+    available = val_tokens // window
+    needed = setup.val_steps * setup.batch
+    if needed > available:
+        most = available // setup.batch
+        remedy = (f"lower val_steps to at most {most}" if most >= 1 else
+                  "lower batch or seq_len, or use a larger corpus")
+        raise ValueError(
+            f"val_steps = {setup.val_steps} x batch = {setup.batch} needs {needed} held-out samples of "
+            f"seq_len + 1 = {window} tokens; the val split of {store_dir} has {val_tokens:,} tokens, "
+            f"{available} samples: {remedy}")
 
 
 def bench(setup: BenchSetup, out_dir: str, quiet: bool = False) -> dict:

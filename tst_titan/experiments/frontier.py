@@ -57,6 +57,7 @@ from tst_titan.experiments.pairs import (demo_checkpoint_plan, prune_checkpoints
 from tst_titan.experiments.runner import (BASE_CONFIG, RUN_RECORD, Progress, free_port, run_training,
                                          training_source_sha256, versions)
 from tst_titan.experiments.wsd import DECAY_RATIO, plan_wsd, run_wsd, scaled_lengths
+from tst_titan.method.schedule import switch_step
 from tst_titan.train_spec import flavors_of
 
 #: The TST arms: name -> (bag size s, superposition fraction r). The paper's headline setting is
@@ -131,10 +132,15 @@ DEFAULT = FrontierSetup(tokens_per_param=18.0, factors=FACTORS[:-1], seeds=(1, 2
 # arm picked the top rate.
 QUICK = FrontierSetup(flavors=("micro",), tokens_per_param=24.0, baseline_lr_grid=(1.2e-2, 2.4e-2, 4.8e-2),
                       tst_lr_grid=(6e-3, 1.2e-2, 2.4e-2))
-#: ``--device cuda``: a 22.5 M-parameter model on one GPU, bf16 autocast, about 8 minutes of
-#: training on an H200 (estimated, never run here) plus the processes' start-up.
+#: ``--device cuda``: a 22.5 M-parameter model on one GPU, bf16 autocast. Never run yet: 33,075
+#: optimizer steps (``total_steps``) in 41 processes, about 8 minutes of steps at an assumed 15 ms a
+#: step, plus the processes' start-up and the stable runs' checkpoints (64 a seed, one per 63 steps).
+#: Its evaluation, 16 x 32 samples of 513 tokens, fits the pinned corpus's val split at vocab 2048
+#: (326,379 tokens; tested). That corpus's train split (14,959,987 tokens) is read up to 4.9 times
+#: by the longest baseline and 3.1 times by TST s = 6 (``train_epochs`` in frontier.json), where the
+#: CPU presets read at most 0.64 of theirs: a GPU figure includes repeated text.
 CUDA = FrontierSetup(flavors=("small",), tokens_per_param=0.8, batch=32, seq_len=512, device="cuda",
-                     baseline_lr_grid=(1e-3, 2e-3), tst_lr_grid=(1e-3, 2e-3), val_steps=32,
+                     baseline_lr_grid=(1e-3, 2e-3), tst_lr_grid=(1e-3, 2e-3), val_steps=16,
                      extra_overrides=("--training.mixed_precision_param", "bfloat16"))
 PRESETS = {"default": DEFAULT, "quick": QUICK, "cuda": CUDA}
 
@@ -402,6 +408,19 @@ def total_steps(plans: list[FlavorPlan], setup: FrontierSetup) -> int:
     return total
 
 
+def train_epochs(plan: FlavorPlan, setup: FrontierSetup, train_tokens: int) -> dict:
+    """How many times each kind of run reads the corpus's train split: the longest frontier run
+    (one input token per position) and each TST arm (s per position in phase 1, one after). Above 1
+    a run sees text again, which the frontier's longest runs would feel first."""
+    positions = setup.batch * setup.seq_len
+    read = {"longest_baseline": max(plan.lengths) * positions}
+    for arm in setup.arms:
+        bag_size, fraction = ARMS[arm]
+        phase1 = switch_step(fraction, plan.steps)
+        read[arm] = (phase1 * bag_size + plan.steps - phase1) * positions
+    return {name: tokens / train_tokens for name, tokens in read.items()}
+
+
 def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_training,
              steptime=run_steptime) -> dict:
     """The whole study into ``out_dir``; returns what ``frontier.json`` holds. ``train`` is
@@ -418,6 +437,11 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
         setup = replace(setup, dataset_path=store_dir)
         plans = [replace(p, bench=replace(p.bench, dataset_path=store_dir)) for p in plans]
     progress = Progress(total_steps(plans, setup), quiet)
+    if not quiet:
+        for plan in plans:
+            epochs = train_epochs(plan, setup, corpus["tokens"]["train"])
+            print(f"[frontier] {plan.flavor}: reads the train split ({corpus['tokens']['train']:,} tokens) "
+                  + ", ".join(f"{k} {v:.2f}x" for k, v in epochs.items()), flush=True)
     runs, tuning, step_times, old = [], {}, {}, {}
     with _device(setup.device):
         for plan in plans:
@@ -430,7 +454,8 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
         "corpus_sha256": corpus["corpus_sha256"], "corpus": corpus, "versions": versions(),
         "training_source_sha256": training_source_sha256(BASE_CONFIG),
         "device": setup.device, "setup": asdict(setup), "window_order": "shuffled",
-        "plans": {p.flavor: {k: v for k, v in asdict(p).items() if k != "bench"} for p in plans},
+        "plans": {p.flavor: {**{k: v for k, v in asdict(p).items() if k != "bench"},
+                             "train_epochs": train_epochs(p, setup, corpus["tokens"]["train"])} for p in plans},
         "primary_arm": PRIMARY_ARM, "runs": runs, "tuning": tuning, "summary": None, "aa_control": None,
         "old_metric": old, "step_times": step_times, "targets": None, "frontier_checks": None,
         "frontier_shape": None, "notes": NOTES,

@@ -86,7 +86,7 @@ def _out(args, name: str) -> str:
 def frontier_main(parser, argv) -> int:
     parser.add_argument("--quick", action="store_true", help="one flavor (micro), 3 seeds: ≤ 20 minutes on 2 cores")
     parser.add_argument("--device", choices=frontier.DEVICES, default="cpu",
-                        help="cuda: the GPU preset (a 22.5 M-parameter model, ~8 minutes of one H200)")
+                        help="cuda: the GPU preset (a 22.5 M-parameter model on one GPU; never run yet, see scripts/gpu_check.sh)")
     _corpus_options(parser)
     parser.add_argument("--flavors", help="comma-separated tst_llama3 flavors (default: the preset's)")
     parser.add_argument("--arms", help=f"comma-separated TST arms, of {', '.join(frontier.ARMS)}")

@@ -24,13 +24,15 @@ if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
 fi
 # The versions this environment runs (installed by scripts/setup.sh from pyproject.toml's pins).
-mapfile -t wheels < <("$PYTHON" - <<'EOF'
+# (Captured by an assignment, which set -e checks, so a package missing here stops the script.)
+listed=$("$PYTHON" - <<'EOF'
 import importlib.metadata as md
 for name in ("torchtitan", "torchdata", "tyro", "docstring-parser", "typeguard", "datasets", "dill",
              "multiprocess", "tomli", "torchao"):
     print(f"{name}=={md.version(name)}")
 EOF
 )
+mapfile -t wheels <<<"$listed"
 if [[ " $* " == *" --list "* ]]; then
     printf '%s\n' "${wheels[@]}"
     exit 0
@@ -39,6 +41,7 @@ bundle=.gpu_bundle
 rm -rf "$bundle/wheels"
 mkdir -p "$bundle/wheels"
 py="${GPU_PYTHON_VERSION:-3.12}"
+echo "$py" > "$bundle/python_version"  # gpu_check.sh refuses the wheels on another Python
 "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version "$py" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 -d "$bundle/wheels" "${wheels[@]}"

@@ -11,11 +11,11 @@
 # fully trained baselines, 3 seeds, a 22.5 M-parameter model) into <out>/frontier_cuda (frontier.json,
 # frontier.png). Never run yet: 33,075 optimizer steps in 41 processes, about 8 minutes of steps at
 # an assumed 15 ms a step, plus each process's start-up and the stable runs' checkpoints: expect
-# 15-20 minutes. It resumes where it stopped (finished runs are reused), so calls limited to
-# 10 minutes each can share it on a machine that stays up.
+# 15-20 minutes (`python -m tst_titan.tools.bench --device cuda --plan` writes the plan). It resumes
+# where it stopped: finished runs are reused.
 #
-# Time: the tests take a minute or two, the performance check under 8 minutes: on a 15-minute GPU
-# loan run GPU_CHECK_STAGES="tests perf", and the frontier on a longer one.
+# Time: the tests take a minute or two, the performance check under 8 minutes, the frontier
+# 15-20 minutes; GPU_CHECK_STAGES="tests perf" leaves the frontier out.
 #
 # On a machine without internet access and without torchtitan (a bare GPU image): first run
 # `bash scripts/gpu_bundle.sh` where PyPI is reachable and send .gpu_bundle/ along; this script
@@ -40,19 +40,51 @@ for stage in $stages; do
     esac
 done
 has_stage() { [[ " $stages " == *" $1 "* ]]; }
-# The bundle of scripts/gpu_bundle.sh, for a GPU machine that cannot download and lacks torchtitan's
-# stack: its wheels installed into a folder of their own (the machine's packages stay as they are),
-# its token store unpacked where the benchmark looks for it. Skipped where torchtitan imports.
-if [[ -d .gpu_bundle/wheels ]] && ! "$PYTHON" -c "import torchtitan" 2>/dev/null; then
+# The bundle of scripts/gpu_bundle.sh (GPU_BUNDLE, default .gpu_bundle), for a GPU machine that
+# cannot download and lacks torchtitan's stack: its wheels installed into a folder of their own
+# (the machine's packages stay as they are), its token store unpacked where the benchmark looks for
+# it. Whatever stack is used must import, with torchtitan 0.2.2, before any stage starts.
+bundle="${GPU_BUNDLE:-.gpu_bundle}"
+if ! "$PYTHON" -c "import torchtitan" 2>/dev/null; then
+    if [[ ! -d "$bundle/wheels" ]]; then
+        echo "gpu_check: $PYTHON cannot import torchtitan and there is no $bundle/wheels: install the" \
+             "package (pip install -e '.[float8]'), or run scripts/gpu_bundle.sh where PyPI is reachable" \
+             "and bring $bundle" >&2
+        exit 2
+    fi
+    here=$("$PYTHON" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+    built=$(cat "$bundle/python_version" 2>/dev/null || echo unknown)
+    if [[ "$here" != "$built" ]]; then
+        echo "gpu_check: $bundle was built for Python $built, this is Python $here: run" \
+             "GPU_PYTHON_VERSION=$here bash scripts/gpu_bundle.sh" >&2
+        exit 2
+    fi
     site="${TST_GPU_SITE:-/tmp/tst_gpu_site}"
     "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" \
-        .gpu_bundle/wheels/*.whl
+        "$bundle"/wheels/*.whl
     export PYTHONPATH="$site:$PWD${PYTHONPATH:+:$PYTHONPATH}"
-    echo "gpu_check: installed .gpu_bundle/wheels into $site"
+    echo "gpu_check: installed $bundle/wheels into $site"
 fi
-if [[ -f .gpu_bundle/embedded_pinned_v2048.tar.xz && ! -d data/embedded_pinned_v2048 ]]; then
+# The bundle's wheels come without their dependencies: what they need must be on this machine.
+if ! missing=$("$PYTHON" -c "
+import importlib
+for name in ('torchtitan', 'torchdata', 'datasets', 'tyro', 'tokenizers', 'einops', 'tst_titan'):
+    try:
+        importlib.import_module(name)
+    except ImportError as e:
+        print(f'{name} ({e})')
+        raise SystemExit(1)
+import torchtitan
+if torchtitan.__version__ != '0.2.2':
+    print(f'torchtitan 0.2.2 (this Python has {torchtitan.__version__})')
+    raise SystemExit(1)
+" 2>/dev/null); then
+    echo "gpu_check: $PYTHON cannot run tst_titan: missing or wrong: $missing" >&2
+    exit 2
+fi
+if [[ -f "$bundle/embedded_pinned_v2048.tar.xz" && ! -d data/embedded_pinned_v2048 ]]; then
     mkdir -p data
-    tar -C data -xJf .gpu_bundle/embedded_pinned_v2048.tar.xz
+    tar -C data -xJf "$bundle/embedded_pinned_v2048.tar.xz"
     echo "gpu_check: unpacked the GPU preset's token store into data/embedded_pinned_v2048"
 fi
 smoke=0

@@ -4,6 +4,7 @@ command, the frontier study: tests/experiments/test_frontier_bench.py."""
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 
@@ -111,3 +112,14 @@ def test_iso_loss_speedup_and_crossover_arithmetic():
     bench._iso_loss_speedups(pairs)
     assert pairs[2]["speedup"] == pytest.approx(10 ** 3.5 / 10000.0)
     assert bench._crossover(pairs) == pytest.approx(10.0)
+
+
+@pytest.mark.usefixtures("embedded_store")
+def test_a_given_store_is_checked_for_its_evaluation_too(tmp_path):
+    from tests.helpers.trainer import EMBEDDED_STORE
+    setup = bench.BenchSetup(flavor="tiny", seq_len=32, batch=4, dataset="store", dataset_path=EMBEDDED_STORE)
+    assert bench.prepare_data(setup) == EMBEDDED_STORE
+    with pytest.raises(ValueError, match=r"val_steps = 100000 x batch = 4 needs 400000 held-out samples"):
+        bench.prepare_data(replace(setup, val_steps=100_000))
+    with pytest.raises(ValueError, match=r"dataset 'store': dataset_path .* holds no complete token store"):
+        bench.prepare_data(replace(setup, dataset_path=str(tmp_path)))

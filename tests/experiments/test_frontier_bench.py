@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ import tst_titan.config  # noqa: F401  (activates the extension here: tst_* spec
 from tests.helpers.distributed import run_on_processes
 from tests.helpers.trainer import EMBEDDED_STORE
 from tst_titan.analysis.frontier import aa_control, interval_coverage, summary_row
+from tst_titan.components.dataloader import build_validation_dataset
 from tst_titan.datastore.build import ensure_store
 from tst_titan.datastore.store import CorpusMismatchError, TokenStore
 from tst_titan.experiments import bench, frontier, pairs, steptime
@@ -515,6 +517,15 @@ def test_an_evaluation_larger_than_the_val_split_is_refused_before_any_training(
     with pytest.raises(AssertionError, match="trained despite bad input"):
         frontier.frontier(replace(TINY, val_steps=most), str(tmp_path / "out"), train=_refuse_training,
                           steptime=_refuse_training)
+    # where torchtitan's validator (the dataset our spec gives it) draws the line too
+    def validation(steps):
+        config = SimpleNamespace(validation=SimpleNamespace(dataset_path=EMBEDDED_STORE, seq_len=SEQ,
+                                                            local_batch_size=BATCH, steps=steps))
+        return build_validation_dataset(config, dp_world_size=1, dp_rank=0, vocab_size=2048)
+
+    assert len(list(validation(most))) == most * BATCH
+    with pytest.raises(ValueError, match=f"needs {(most + 1) * BATCH} samples per rank"):
+        validation(most + 1)
 
 
 def test_the_gpu_preset_evaluates_within_its_corpus(tmp_path):
@@ -529,6 +540,42 @@ def test_the_gpu_preset_evaluates_within_its_corpus(tmp_path):
     assert frontier.CUDA.val_steps * frontier.CUDA.batch * (frontier.CUDA.seq_len + 1) <= val_tokens
     with pytest.raises(ValueError, match="lower val_steps"):  # what the preset asked for before
         bench.check_validation_split(val_tokens, replace(plan.bench, val_steps=32), str(store))
+
+
+@pytest.mark.usefixtures("embedded_store")
+def test_the_plan_counts_what_the_study_then_trains(tmp_path, monkeypatch):
+    # the plan, without a CUDA device for a CUDA setup (it trains nothing) ...
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    plan = frontier.study_plan(replace(TINY, device="cuda"), str(tmp_path / "study"))
+    assert json.loads((tmp_path / "study" / frontier.PLAN_FILE).read_text()) == json.loads(json.dumps(plan))
+    # ... against the study itself (same folder, same corpus), counting its processes and steps
+    trainer, timed, steps = FakeTrainer(), [], []
+
+    def train(*args, **kwargs):
+        result = trainer(*args, **kwargs)
+        steps.append(len(result["rows"]))  # steps this process trained (a branch resumes mid-run)
+        return result
+
+    def time_steps(*args, **kwargs):
+        timed.append(args)
+        return fake_steptime(*args, **kwargs)
+
+    frontier.frontier(TINY, str(tmp_path / "study"), quiet=True, train=train, steptime=time_steps)
+    assert plan["processes"] == plan["flavors"]["tiny"]["processes"] == len(trainer.trained) + len(timed)
+    assert plan["optimizer_steps"] == plan["flavors"]["tiny"]["optimizer_steps"] == sum(steps)
+    assert plan["flavors"]["tiny"]["train_epochs"] == frontier.train_epochs(
+        frontier.plan_flavor(TINY, "tiny"), TINY, len(TokenStore(EMBEDDED_STORE, "train")))
+
+
+def test_the_plan_command_trains_nothing_and_needs_no_gpu(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(frontier, "frontier", _refuse_training)
+    monkeypatch.setattr(frontier, "study_plan", lambda setup, out: (seen.append((setup, out)), {
+        "flavors": {}, "optimizer_steps": 7, "processes": 3})[1])
+    seen = []
+    assert bench_tool.main(["--device", "cuda", "--plan", "--out", str(tmp_path)]) == 0
+    assert seen == [(frontier.CUDA, str(tmp_path))]
+    assert "7 optimizer steps in 3 processes (trained nothing)" in capsys.readouterr().out
 
 
 def test_train_epochs_count_what_each_run_reads():

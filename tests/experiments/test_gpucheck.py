@@ -88,3 +88,56 @@ def test_the_gpu_bundle_carries_the_pinned_versions_this_suite_runs_with():
     assert {"torchtitan", "torchdata", "tyro", "torchao"} <= set(pins)
     assert {name: wheels[name] for name in pins} == pins
     assert all(importlib.metadata.version(name) == version for name, version in wheels.items())
+
+
+FAKE_PYTHON = r"""#!/usr/bin/env bash
+# stands in for a GPU machine's python3: torchtitan not importable until the bundle is installed
+echo "$*" >> "$CALLS"
+case "$*" in
+    "-c import torchtitan") exit 1 ;;
+    "-c import sys;"*) echo "$FAKE_VERSION" ;;
+    "-m pip install"*) touch "$INSTALLED" ;;
+    *"importlib.import_module"*) echo "PYTHONPATH=$PYTHONPATH" >> "$CALLS"
+                                 if [[ -n "$FAKE_MISSING" ]]; then echo "$FAKE_MISSING"; exit 1; fi ;;
+esac
+"""
+
+
+def _with_bundle(tmp_path, python_version="3.12", bundle=True, missing=""):
+    fake = tmp_path / "python3"
+    fake.write_text(FAKE_PYTHON)
+    fake.chmod(0o755)
+    if bundle:
+        (tmp_path / "bundle" / "wheels").mkdir(parents=True)
+        (tmp_path / "bundle" / "wheels" / "torchtitan-0.2.2-py3-none-any.whl").write_text("")
+        (tmp_path / "bundle" / "python_version").write_text(python_version + "\n")
+    env = {**os.environ, "PYTHON": str(fake), "GPU_BUNDLE": str(tmp_path / "bundle"), "GPU_CHECK_STAGES": " ",
+           "CALLS": str(tmp_path / "calls"), "INSTALLED": str(tmp_path / "installed"), "FAKE_VERSION": "3.12",
+           "FAKE_MISSING": missing, "TST_GPU_SITE": str(tmp_path / "site")}
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "gpu_check.sh"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=60, env=env)
+    calls = (tmp_path / "calls").read_text() if (tmp_path / "calls").exists() else ""
+    return proc, calls
+
+
+def test_a_bundle_is_installed_where_torchtitan_is_missing(tmp_path):
+    proc, calls = _with_bundle(tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "installed").exists()
+    pip = next(line for line in calls.splitlines() if line.startswith("-m pip install"))
+    assert "--no-index --no-deps" in pip and f"--target {tmp_path / 'site'}" in pip
+    assert str(tmp_path / "bundle" / "wheels" / "torchtitan-0.2.2-py3-none-any.whl") in pip
+    # the check that the stack imports ran with the installed folder first on the path
+    assert f"PYTHONPATH={tmp_path / 'site'}:{ROOT}" in calls
+
+
+@pytest.mark.parametrize("case, message", [
+    ({"bundle": False}, "cannot import torchtitan and there is no"),
+    ({"python_version": "3.11"}, "was built for Python 3.11, this is Python 3.12: run GPU_PYTHON_VERSION=3.12"),
+    ({"missing": "datasets (No module named 'pyarrow')"},
+     "cannot run tst_titan: missing or wrong: datasets (No module named 'pyarrow')"),
+])
+def test_a_stack_that_cannot_run_stops_before_any_stage(tmp_path, case, message):
+    proc, _ = _with_bundle(tmp_path, **case)
+    assert proc.returncode == 2 and message in proc.stderr
+    assert not (tmp_path / "out").exists()

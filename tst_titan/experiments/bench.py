@@ -27,7 +27,8 @@ from tst_titan.analysis.compare import curve, format_speedup, matched_loss_speed
 from tst_titan.analysis.runs import build_model
 from tst_titan.components.dataloader import TokenWindowDataset
 from tst_titan.datastore.build import ensure_store
-from tst_titan.datastore.store import CorpusMismatchError, TokenStore, check_same_corpus, corpus_record
+from tst_titan.datastore.store import (CorpusMismatchError, TokenStore, check_same_corpus, corpus_record,
+                                      read_manifest)
 from tst_titan.experiments.runner import Progress, run_training, versions
 from tst_titan.method.fused_loss import fused_bag_cross_entropy
 from tst_titan.method.loss import bag_cross_entropy, bag_cross_entropy_reference
@@ -264,8 +265,12 @@ def prepare_data(setup: BenchSetup) -> str:
     elif setup.dataset == "folder":
         path = os.path.join(setup.dataset_path, ".tst_store")
         manifest = ensure_store(path, vocab, folder=setup.dataset_path)
-    else:
-        return setup.dataset_path
+    else:  # "store": a token store built elsewhere
+        path = setup.dataset_path
+        manifest = read_manifest(path)
+        if manifest is None:
+            raise ValueError(f"dataset 'store': dataset_path {path!r} holds no complete token store "
+                             "(no manifest); build one with `python -m tst_titan.tools.prepare`")
     check_validation_split(manifest["splits"]["val"]["tokens"], setup, path)
     return path
 
@@ -451,7 +456,7 @@ class RegimeSetup:
 def regime(setup: RegimeSetup, out_dir: str, quiet: bool = False) -> dict:
     """Equal-FLOPs TST/baseline pairs over training tokens (positions) per parameter."""
     # A corpus big enough not to repeat: the stdlib plus the pinned packages' sources.
-    ensure_store(setup.dataset_path, setup.vocab, include_site_packages=setup.include_site_packages)
+    manifest = ensure_store(setup.dataset_path, setup.vocab, include_site_packages=setup.include_site_packages)
     corpus = corpus_record(setup.dataset_path)
     claim_output_folder(out_dir, corpus)
     _, nparams, _ = _build_model("tst_llama3", setup.flavor, setup.seq_len, "meta")
@@ -464,6 +469,7 @@ def regime(setup: RegimeSetup, out_dir: str, quiet: bool = False) -> dict:
         superposition_fraction=setup.superposition_fraction, dataset="store",
         dataset_path=setup.dataset_path, val_steps=32,
     )
+    check_validation_split(manifest["splits"]["val"]["tokens"], bench_setup, setup.dataset_path)
     pairs = []
     for tp, steps in plan:
         s = replace(bench_setup, steps=steps, val_every=steps // 10)

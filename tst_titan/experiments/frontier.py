@@ -133,8 +133,10 @@ DEFAULT = FrontierSetup(tokens_per_param=18.0, factors=FACTORS[:-1], seeds=(1, 2
 QUICK = FrontierSetup(flavors=("micro",), tokens_per_param=24.0, baseline_lr_grid=(1.2e-2, 2.4e-2, 4.8e-2),
                       tst_lr_grid=(6e-3, 1.2e-2, 2.4e-2))
 #: ``--device cuda``: a 22.5 M-parameter model on one GPU, bf16 autocast. Never run yet: 33,075
-#: optimizer steps (``total_steps``) in 41 processes, about 8 minutes of steps at an assumed 15 ms a
-#: step, plus the processes' start-up and the stable runs' checkpoints (64 a seed, one per 63 steps).
+#: optimizer steps of training runs (``total_steps``; the two step-time processes time a few hundred
+#: more) in 41 processes (``bench --device cuda --plan``), about 8 minutes of steps at an assumed
+#: 15 ms a step, plus the processes' start-up and the stable runs' checkpoints (64 a seed, one per
+#: 63 steps).
 #: Its evaluation, 16 x 32 samples of 513 tokens, fits the pinned corpus's val split at vocab 2048
 #: (326,379 tokens; tested). That corpus's train split (14,959,987 tokens) is read up to 4.9 times
 #: by the longest baseline and 3.1 times by TST s = 6 (``train_epochs`` in frontier.json), where the
@@ -205,9 +207,10 @@ def _check_choices(name: str, values, allowed, what: str, context: str = "") -> 
         raise ValueError(f"{name}: each at most once, got {list(values)}")
 
 
-def check_setup(setup: FrontierSetup) -> None:
+def check_setup(setup: FrontierSetup, device_here: bool = True) -> None:
     """Refuse a setup that cannot give the study's figures, before anything is built or trained:
-    a ValueError naming the setting and what it allows."""
+    a ValueError naming the setting and what it allows. ``device_here=False`` (a plan, which
+    trains nothing) does not ask for the device to be on this machine."""
     known = flavors_of(setup.model_name)
     _check_choices("flavors", setup.flavors, known, "flavor", f" of {setup.model_name}")
     vocabs = {f: known[f].vocab_size for f in setup.flavors}
@@ -249,7 +252,7 @@ def check_setup(setup: FrontierSetup) -> None:
         raise ValueError(f"warmup_fraction must be in [0, 0.5), got {setup.warmup_fraction!r}")
     if setup.device not in DEVICES:
         raise ValueError(f"device must be one of {DEVICES}, got {setup.device!r}")
-    if setup.device == "cuda" and not torch.cuda.is_available():
+    if device_here and setup.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device 'cuda': torch finds no CUDA device on this machine "
                          "(torch.cuda.is_available() is False); allowed here: 'cpu'")
     if setup.dataset not in ("embedded", "embedded_large", "folder", "store"):
@@ -408,10 +411,23 @@ def total_steps(plans: list[FlavorPlan], setup: FrontierSetup) -> int:
     return total
 
 
+def processes(plans: list[FlavorPlan], setup: FrontierSetup) -> int:
+    """Training processes of the whole study: per flavor the tuning runs (a grid of one rate trains
+    none), per seed the stable run, one cool-down branch per length, each arm and the A/A
+    replicate, and one step-time process per arm."""
+    total = 0
+    for p in plans:
+        grids = [setup.lr_grid(p.flavor, arm) for arm in (BASELINE, *setup.arms)]
+        total += sum(len(g) for g in grids if len(g) > 1)
+        total += len(setup.seeds) * (1 + len(p.lengths) + len(setup.arms) + 1) + len(setup.arms)
+    return total
+
+
 def train_epochs(plan: FlavorPlan, setup: FrontierSetup, train_tokens: int) -> dict:
     """How many times each kind of run reads the corpus's train split: the longest frontier run
     (one input token per position) and each TST arm (s per position in phase 1, one after). Above 1
-    a run sees text again, which the frontier's longest runs would feel first."""
+    a run sees text again, which the frontier's longest runs would feel first. (A sample also reads
+    the labels' one extra token or bag: (L + 1) / L more, 0.8% at L = 128, left out.)"""
     positions = setup.batch * setup.seq_len
     read = {"longest_baseline": max(plan.lengths) * positions}
     for arm in setup.arms:
@@ -419,6 +435,35 @@ def train_epochs(plan: FlavorPlan, setup: FrontierSetup, train_tokens: int) -> d
         phase1 = switch_step(fraction, plan.steps)
         read[arm] = (phase1 * bag_size + plan.steps - phase1) * positions
     return {name: tokens / train_tokens for name, tokens in read.items()}
+
+
+PLAN_FILE = "plan.json"
+
+
+def study_plan(setup: FrontierSetup, out_dir: str) -> dict:
+    """What :func:`frontier` would train, training nothing, into ``out_dir/plan.json``: per flavor
+    N, the lengths, the optimizer steps and processes, and how often the runs read the corpus's
+    train split (the store is built if missing). The device need not be here: a GPU study's cost
+    can be read before a GPU is rented. The folder is claimed for the corpus, as the study does."""
+    check_setup(setup, device_here=False)
+    plans = [plan_flavor(setup, f) for f in setup.flavors]
+    store_dir = prepare_data(plans[0].bench)
+    corpus = corpus_record(store_dir)
+    claim_output_folder(out_dir, corpus)
+    tokens = {split: info["tokens"] for split, info in read_manifest(store_dir)["splits"].items()}
+    result = {
+        "corpus_sha256": corpus["corpus_sha256"], "corpus_tokens": tokens, "versions": versions(),
+        "setup": asdict(setup),
+        "flavors": {p.flavor: {**{k: v for k, v in asdict(p).items() if k != "bench"},
+                               "optimizer_steps": total_steps([p], setup), "processes": processes([p], setup),
+                               "train_epochs": train_epochs(p, setup, tokens["train"])} for p in plans},
+        "optimizer_steps": total_steps(plans, setup), "processes": processes(plans, setup),
+        "note": "optimizer_steps: the training runs' (tuning, frontiers, arms, A/A); the step-time processes "
+                "time steptime_steps steps of each variant on top. Nothing here is measured: it is the plan.",
+    }
+    with open(os.path.join(out_dir, PLAN_FILE), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
 
 
 def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_training,

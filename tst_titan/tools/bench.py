@@ -11,7 +11,8 @@ Commands (each prints a table and writes JSON, and a plot where it has one):
   then the equal-FLOPs loss difference, wall-clock speedup, the A/A control and the old (biased)
   first-crossing figure. Writes ``frontier.json`` and ``frontier.png``. Default: micro and mini
   (≤ 2 h on 2 cores); ``--quick``: micro only (≤ 20 min); ``--device cuda``: a 22.5 M-parameter
-  model on one GPU. Interrupted studies resume (finished runs are reused).
+  model on one GPU. Interrupted studies resume (finished runs are reused). ``--plan`` trains nothing
+  and writes ``plan.json`` (steps, processes, how often the runs read the corpus), GPU or not.
 * ``python -m tst_titan.tools.bench reanalyse PATH/frontier.json [MORE.json ...] [--out DIR]`` — a
   study's figures computed again from the runs its JSON records (no training), by this version's
   statistics; several studies of the same protocol on disjoint seeds are pooled into one (checked
@@ -88,6 +89,9 @@ def frontier_main(parser, argv) -> int:
     parser.add_argument("--device", choices=frontier.DEVICES, default="cpu",
                         help="cuda: the GPU preset (a 22.5 M-parameter model on one GPU; never run yet, see scripts/gpu_check.sh)")
     _corpus_options(parser)
+    parser.add_argument("--plan", action="store_true",
+                        help="train nothing: write <out>/plan.json (per flavor N, lengths, optimizer steps, "
+                             "processes, how often the runs read the corpus); the device need not be here")
     parser.add_argument("--flavors", help="comma-separated tst_llama3 flavors (default: the preset's)")
     parser.add_argument("--arms", help=f"comma-separated TST arms, of {', '.join(frontier.ARMS)}")
     parser.add_argument("--seeds", help="comma-separated seeds (init and data order), at least 2")
@@ -119,11 +123,23 @@ def frontier_main(parser, argv) -> int:
         if getattr(args, option) is not None:
             setup = replace(setup, **{option: getattr(args, option)})
     try:
-        frontier.check_setup(setup)
+        frontier.check_setup(setup, device_here=not args.plan)
     except ValueError as e:
         parser.error(str(e))
     preset = "cuda" if args.device == "cuda" else "quick" if args.quick else "default"
     out = _out(args, pairs.OUTPUT_FOLDERS["frontier", preset])
+    if args.plan:
+        try:
+            plan = frontier.study_plan(setup, out)
+        except CorpusMismatchError as e:
+            parser.exit(2, f"{parser.prog}: error: {e}\n")
+        for flavor, p in plan["flavors"].items():
+            print(f"{flavor}: {p['parameters']:,} parameters, N = {p['steps']} steps, lengths {list(p['lengths'])}, "
+                  f"{p['optimizer_steps']:,} optimizer steps in {p['processes']} processes; reads its train split "
+                  + ", ".join(f"{k} {v:.2f}x" for k, v in p["train_epochs"].items()))
+        print(f"wrote {out}/{frontier.PLAN_FILE}: {plan['optimizer_steps']:,} optimizer steps in "
+              f"{plan['processes']} processes (trained nothing)")
+        return 0
     try:
         result = frontier.frontier(setup, out, quiet=args.quiet)
     except CorpusMismatchError as e:

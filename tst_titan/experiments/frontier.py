@@ -440,23 +440,37 @@ def train_epochs(plan: FlavorPlan, setup: FrontierSetup, train_tokens: int) -> d
 PLAN_FILE = "plan.json"
 
 
+def _prepare(setup: FrontierSetup, out_dir: str, device_here: bool = True):
+    """Check the setup, plan each flavor, build (or find) the token store and claim ``out_dir``
+    for its corpus: (plans, store_dir, corpus record with the tokens of each split)."""
+    check_setup(setup, device_here)
+    plans = [plan_flavor(setup, f) for f in setup.flavors]
+    store_dir = prepare_data(plans[0].bench)
+    corpus = corpus_record(store_dir)
+    claim_output_folder(out_dir, corpus)
+    # the corpus's size as trained on (the README quotes it from here)
+    corpus = dict(corpus, tokens={split: info["tokens"] for split, info in read_manifest(store_dir)["splits"].items()})
+    return plans, store_dir, corpus
+
+
+def _plan_record(plan: FlavorPlan, setup: FrontierSetup, train_tokens: int) -> dict:
+    """A flavor's plan as the JSON files keep it, with how often its runs read the train split."""
+    return {**{k: v for k, v in asdict(plan).items() if k != "bench"},
+            "train_epochs": train_epochs(plan, setup, train_tokens)}
+
+
 def study_plan(setup: FrontierSetup, out_dir: str) -> dict:
     """What :func:`frontier` would train, training nothing, into ``out_dir/plan.json``: per flavor
     N, the lengths, the optimizer steps and processes, and how often the runs read the corpus's
     train split (the store is built if missing). The device need not be here: a GPU study's cost
     can be read before a GPU is rented. The folder is claimed for the corpus, as the study does."""
-    check_setup(setup, device_here=False)
-    plans = [plan_flavor(setup, f) for f in setup.flavors]
-    store_dir = prepare_data(plans[0].bench)
-    corpus = corpus_record(store_dir)
-    claim_output_folder(out_dir, corpus)
-    tokens = {split: info["tokens"] for split, info in read_manifest(store_dir)["splits"].items()}
+    plans, _, corpus = _prepare(setup, out_dir, device_here=False)
+    tokens = corpus["tokens"]
     result = {
         "corpus_sha256": corpus["corpus_sha256"], "corpus_tokens": tokens, "versions": versions(),
         "setup": asdict(setup),
-        "flavors": {p.flavor: {**{k: v for k, v in asdict(p).items() if k != "bench"},
-                               "optimizer_steps": total_steps([p], setup), "processes": processes([p], setup),
-                               "train_epochs": train_epochs(p, setup, tokens["train"])} for p in plans},
+        "flavors": {p.flavor: {**_plan_record(p, setup, tokens["train"]), "optimizer_steps": total_steps([p], setup),
+                               "processes": processes([p], setup)} for p in plans},
         "optimizer_steps": total_steps(plans, setup), "processes": processes(plans, setup),
         "note": "optimizer_steps: the training runs' (tuning, frontiers, arms, A/A); the step-time processes "
                 "time steptime_steps steps of each variant on top. Nothing here is measured: it is the plan.",
@@ -471,13 +485,7 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
     """The whole study into ``out_dir``; returns what ``frontier.json`` holds. ``train`` is
     :func:`run_training` and ``steptime`` :func:`run_steptime` (stand-ins in tests)."""
     t_start = time.perf_counter()
-    check_setup(setup)
-    plans = [plan_flavor(setup, f) for f in setup.flavors]
-    store_dir = prepare_data(plans[0].bench)
-    corpus = corpus_record(store_dir)
-    claim_output_folder(out_dir, corpus)
-    # the corpus's size as trained on (the README quotes it from here)
-    corpus = dict(corpus, tokens={split: info["tokens"] for split, info in read_manifest(store_dir)["splits"].items()})
+    plans, store_dir, corpus = _prepare(setup, out_dir)
     if setup.dataset == "embedded_large":
         setup = replace(setup, dataset_path=store_dir)
         plans = [replace(p, bench=replace(p.bench, dataset_path=store_dir)) for p in plans]
@@ -499,8 +507,7 @@ def frontier(setup: FrontierSetup, out_dir: str, quiet: bool = False, train=run_
         "corpus_sha256": corpus["corpus_sha256"], "corpus": corpus, "versions": versions(),
         "training_source_sha256": training_source_sha256(BASE_CONFIG),
         "device": setup.device, "setup": asdict(setup), "window_order": "shuffled",
-        "plans": {p.flavor: {**{k: v for k, v in asdict(p).items() if k != "bench"},
-                             "train_epochs": train_epochs(p, setup, corpus["tokens"]["train"])} for p in plans},
+        "plans": {p.flavor: _plan_record(p, setup, corpus["tokens"]["train"]) for p in plans},
         "primary_arm": PRIMARY_ARM, "runs": runs, "tuning": tuning, "summary": None, "aa_control": None,
         "old_metric": old, "step_times": step_times, "targets": None, "frontier_checks": None,
         "frontier_shape": None, "notes": NOTES,

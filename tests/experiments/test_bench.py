@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import pytest
 
+from tests.helpers.trainer import EMBEDDED_STORE
 from tst_titan.datastore.store import read_manifest
 from tst_titan.experiments import bench
 from tst_titan.method.schedule import switch_step
@@ -116,7 +117,6 @@ def test_iso_loss_speedup_and_crossover_arithmetic():
 
 @pytest.mark.usefixtures("embedded_store")
 def test_a_given_store_is_checked_for_its_evaluation_too(tmp_path):
-    from tests.helpers.trainer import EMBEDDED_STORE
     setup = bench.BenchSetup(flavor="tiny", seq_len=32, batch=4, dataset="store", dataset_path=EMBEDDED_STORE)
     assert bench.prepare_data(setup) == EMBEDDED_STORE
     with pytest.raises(ValueError, match=r"val_steps = 100000 x batch = 4 needs 400000 held-out samples"):
